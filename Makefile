@@ -1,0 +1,70 @@
+# ngx_http_dqe_oauth_module
+#
+#   make          build the module against Debian's nginx-dev
+#   make run      build, start the mock DQE server and nginx on loopback
+#   make stop     stop what "make run" started
+#   make test     build and run the Test::Nginx suite in t/
+#   make deps     install the Debian packages needed (as root)
+
+SHELL      := /bin/bash
+
+NGINX_SRC  ?= /usr/share/nginx/src
+NGINX      ?= /usr/sbin/nginx
+BUILD      := $(CURDIR)/build
+OBJS       := $(BUILD)/objs
+MODULE     := $(OBJS)/ngx_http_dqe_oauth_module.so
+CC_OPT     ?= -g -O2 -Wall -Wextra -Werror -fstack-protector-strong \
+              -D_FORTIFY_SOURCE=2 -fPIC
+LD_OPT     ?= -Wl,-z,relro -Wl,-z,now -fPIC
+
+DEPS       := nginx nginx-dev libcjson-dev gcc make openssl curl python3 \
+              libtest-base-perl libtest-longstring-perl liblist-moreutils-perl \
+              libtext-diff-perl liburi-perl libhttp-message-perl \
+              libipc-run-perl
+
+SOURCES    := config $(wildcard src/*.c src/*.h)
+
+.PHONY: all deps run stop test clean
+
+all: $(MODULE)
+
+deps:
+	@missing=$$(for p in $(DEPS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	        | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:" $$missing; \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends $$missing >/dev/null; \
+	else \
+	    echo "missing packages; run as root:"; \
+	    echo "  apt-get install $$missing"; exit 1; \
+	fi
+
+$(OBJS)/Makefile: config
+	rm -rf $(BUILD)/nginx-src
+	mkdir -p $(BUILD)
+	cp -r $(NGINX_SRC) $(BUILD)/nginx-src
+	cd $(BUILD)/nginx-src && source ./conf_flags && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" \
+	        --with-cc-opt="$(CC_OPT)" --with-ld-opt="$(LD_OPT)" \
+	        --add-dynamic-module=$(CURDIR) --builddir=$(OBJS) >/dev/null
+
+$(MODULE): $(OBJS)/Makefile $(SOURCES)
+	$(MAKE) -C $(BUILD)/nginx-src -f $(OBJS)/Makefile modules
+	@echo "built $(MODULE)"
+
+run: deps $(MODULE)
+	@bash t/run.sh start
+
+stop:
+	@bash t/run.sh stop
+
+test: deps $(MODULE)
+	TEST_NGINX_BINARY=$(NGINX) DQE_MODULE=$(MODULE) \
+	    bash t/prove.sh
+
+clean:
+	rm -rf $(BUILD) t/servroot* run

@@ -1,0 +1,911 @@
+
+/*
+ * Copyright (C) The ngx_http_dqe_oauth_module authors
+ *
+ * Directives, configuration, and the hidden location through which
+ * token requests reach DQE's /oauth/access_token/ endpoint.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <ngx_sha1.h>
+
+#include "ngx_http_dqe_oauth_module.h"
+
+
+static ngx_int_t ngx_http_dqe_oauth_init(ngx_conf_t *cf);
+static void *ngx_http_dqe_oauth_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_dqe_oauth_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_dqe_oauth_derive(ngx_conf_t *cf,
+    ngx_http_dqe_oauth_loc_conf_t *conf);
+
+static char *ngx_http_dqe_oauth_set_str(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_dqe_oauth_set_scope(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_dqe_oauth_set_server(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_dqe_oauth_set_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_dqe_oauth_set_status(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+
+static ngx_http_dqe_oauth_endpoint_t *ngx_http_dqe_oauth_add_endpoint(
+    ngx_conf_t *cf, ngx_str_t *url);
+static char *ngx_http_dqe_oauth_parse_text(ngx_conf_t *cf,
+    ngx_http_conf_ctx_t *ctx, ngx_str_t *text);
+static ngx_int_t ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
+    ngx_http_dqe_oauth_endpoint_t *ep);
+
+
+static ngx_conf_enum_t  ngx_http_dqe_oauth_methods[] = {
+    { ngx_string("post"), NGX_HTTP_DQE_OAUTH_METHOD_POST },
+    { ngx_string("get"), NGX_HTTP_DQE_OAUTH_METHOD_GET },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_dqe_oauth_commands[] = {
+
+    { ngx_string("dqe_oauth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("dqe_oauth_server"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_dqe_oauth_set_server,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, server),
+      NULL },
+
+    { ngx_string("dqe_oauth_licence"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_dqe_oauth_set_str,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, licence),
+      NULL },
+
+    { ngx_string("dqe_oauth_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_dqe_oauth_set_str,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, secret),
+      NULL },
+
+    { ngx_string("dqe_oauth_scope"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_dqe_oauth_set_scope,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, scope),
+      NULL },
+
+    { ngx_string("dqe_oauth_method"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, method),
+      &ngx_http_dqe_oauth_methods },
+
+    { ngx_string("dqe_oauth_expiry_margin"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, expiry_margin),
+      NULL },
+
+    { ngx_string("dqe_oauth_error_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_dqe_oauth_set_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, error_status),
+      NULL },
+
+    { ngx_string("dqe_oauth_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_dqe_oauth_set_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_dqe_oauth_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_dqe_oauth_init,               /* postconfiguration */
+
+    ngx_http_dqe_oauth_create_main_conf,   /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_dqe_oauth_create_loc_conf,    /* create location configuration */
+    ngx_http_dqe_oauth_merge_loc_conf      /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_dqe_oauth_module = {
+    NGX_MODULE_V1,
+    &ngx_http_dqe_oauth_module_ctx,        /* module context */
+    ngx_http_dqe_oauth_commands,           /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_dqe_oauth_default_zone = ngx_string("dqe_oauth");
+
+
+static void *
+ngx_http_dqe_oauth_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_dqe_oauth_main_conf_t  *dmcf;
+
+    dmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_dqe_oauth_main_conf_t));
+    if (dmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&dmcf->endpoints, cf->pool, 4,
+                       sizeof(ngx_http_dqe_oauth_endpoint_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return dmcf;
+}
+
+
+static void *
+ngx_http_dqe_oauth_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_dqe_oauth_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_dqe_oauth_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->server = { 0, NULL };
+     *     conf->licence = { 0, NULL };
+     *     conf->secret = { 0, NULL };
+     *     conf->scope = { 0, NULL };
+     *     conf->endpoint = NULL;
+     *     conf->active = 0;
+     *     conf->set_here = 0;
+     */
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->method = NGX_CONF_UNSET_UINT;
+    conf->expiry_margin = NGX_CONF_UNSET_MSEC;
+    conf->error_status = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_dqe_oauth_loc_conf_t *prev = parent;
+    ngx_http_dqe_oauth_loc_conf_t *conf = child;
+
+    const char                *missing;
+    ngx_flag_t                 explicit;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    explicit = (conf->enable == 1);
+
+    if (conf->server.data == NULL) {
+        conf->server = prev->server;
+        conf->endpoint = prev->endpoint;
+    }
+
+    if (conf->licence.data == NULL) {
+        conf->licence = prev->licence;
+    }
+
+    if (conf->secret.data == NULL) {
+        conf->secret = prev->secret;
+    }
+
+    if (conf->scope.data == NULL) {
+        conf->scope = prev->scope;
+    }
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 1);
+    ngx_conf_merge_uint_value(conf->method, prev->method,
+                              NGX_HTTP_DQE_OAUTH_METHOD_POST);
+    ngx_conf_merge_msec_value(conf->expiry_margin, prev->expiry_margin,
+                              10000);
+    ngx_conf_merge_uint_value(conf->error_status, prev->error_status,
+                              NGX_HTTP_BAD_GATEWAY);
+
+    missing = NULL;
+
+    if (conf->server.data == NULL) {
+        missing = "dqe_oauth_server";
+
+    } else if (conf->licence.data == NULL) {
+        missing = "dqe_oauth_licence";
+
+    } else if (conf->secret.data == NULL) {
+        missing = "dqe_oauth_secret";
+
+    } else if (conf->scope.data == NULL) {
+        missing = "dqe_oauth_scope";
+    }
+
+    if (missing) {
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        /*
+         * http{} and server{} may hold a part shared by their locations;
+         * a location that asks for DQE itself must end up with all four
+         */
+
+        if (clcf->name.len && conf->enable && (conf->set_here || explicit)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "location \"%V\" uses dqe_oauth but has no "
+                               "\"%s\": set it in the location or in an "
+                               "enclosing server{} or http{} block, or "
+                               "write \"dqe_oauth off;\"",
+                               &clcf->name, missing);
+            return NGX_CONF_ERROR;
+        }
+
+        conf->active = 0;
+        return NGX_CONF_OK;
+    }
+
+    conf->active = conf->enable ? 1 : 0;
+
+    if (conf->active && ngx_http_dqe_oauth_derive(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Everything a request needs is computed here once: the form fields
+ * (URL-encoded), the cache key digest and the label used in logs.
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_derive(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_sha1_t   sha1;
+
+    len = sizeof("client_id=&client_secret=&scope=") - 1
+          + conf->licence.len + conf->secret.len + conf->scope.len
+          + 2 * ngx_escape_uri(NULL, conf->licence.data, conf->licence.len,
+                               NGX_ESCAPE_URI_COMPONENT)
+          + 2 * ngx_escape_uri(NULL, conf->secret.data, conf->secret.len,
+                               NGX_ESCAPE_URI_COMPONENT);
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    conf->params.data = p;
+
+    /* all but letters, digits and "-._~" is percent-encoded */
+
+    p = ngx_cpymem(p, "client_id=", sizeof("client_id=") - 1);
+    p = (u_char *) ngx_escape_uri(p, conf->licence.data, conf->licence.len,
+                                  NGX_ESCAPE_URI_COMPONENT);
+    p = ngx_cpymem(p, "&client_secret=", sizeof("&client_secret=") - 1);
+    p = (u_char *) ngx_escape_uri(p, conf->secret.data, conf->secret.len,
+                                  NGX_ESCAPE_URI_COMPONENT);
+    p = ngx_cpymem(p, "&scope=", sizeof("&scope=") - 1);
+    p = ngx_cpymem(p, conf->scope.data, conf->scope.len);
+
+    conf->params.len = p - conf->params.data;
+
+    /* the key: endpoint, licence, scope and secret, NUL-separated */
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, conf->endpoint->url.data, conf->endpoint->url.len);
+    ngx_sha1_update(&sha1, "", 1);
+    ngx_sha1_update(&sha1, conf->licence.data, conf->licence.len);
+    ngx_sha1_update(&sha1, "", 1);
+    ngx_sha1_update(&sha1, conf->scope.data, conf->scope.len);
+    ngx_sha1_update(&sha1, "", 1);
+    ngx_sha1_update(&sha1, conf->secret.data, conf->secret.len);
+    ngx_sha1_final(conf->digest, &sha1);
+
+    len = sizeof("server \"\", licence \"\", scope \"\"") - 1
+          + conf->endpoint->url.len + conf->licence.len + conf->scope.len;
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    conf->label.data = p;
+    conf->label.len = ngx_sprintf(p, "server \"%V\", licence \"%V\", "
+                                  "scope \"%V\"", &conf->endpoint->url,
+                                  &conf->licence, &conf->scope)
+                      - p;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_dqe_oauth_set_str(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_dqe_oauth_loc_conf_t *dlcf = conf;
+
+    ngx_str_t                       *field, *value;
+    ngx_uint_t                       i;
+    ngx_http_dqe_oauth_main_conf_t  *dmcf;
+
+    field = (ngx_str_t *) ((char *) conf + cmd->offset);
+
+    if (field->data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must not be empty", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < value[1].len; i++) {
+        if (value[1].data[i] < 0x20 || value[1].data[i] == 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" must not contain control characters",
+                               &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    *field = value[1];
+    dlcf->set_here = 1;
+
+    dmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dqe_oauth_module);
+    dmcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_dqe_oauth_set_scope(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    u_char      c;
+    char       *rv;
+    ngx_str_t  *value;
+    ngx_uint_t  i;
+
+    rv = ngx_http_dqe_oauth_set_str(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 0; i < value[1].len; i++) {
+        c = value[1].data[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-')
+        {
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_scope \"%V\": a scope is made "
+                           "of letters, digits, \"_\", \".\" and \"-\", "
+                           "e.g. \"client_address\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_dqe_oauth_set_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_dqe_oauth_loc_conf_t *dlcf = conf;
+
+    u_char                          *p;
+    size_t                           skip;
+    ngx_str_t                       *value, url, scheme;
+    ngx_url_t                        u;
+    ngx_http_dqe_oauth_main_conf_t  *dmcf;
+
+    if (dlcf->server.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len > 8
+        && ngx_strncasecmp(value[1].data, (u_char *) "https://", 8) == 0)
+    {
+        ngx_str_set(&scheme, "https://");
+        skip = 8;
+
+    } else if (value[1].len > 7
+               && ngx_strncasecmp(value[1].data, (u_char *) "http://", 7)
+                  == 0)
+    {
+        ngx_str_set(&scheme, "http://");
+        skip = 7;
+
+    } else if (ngx_strlcasestrn(value[1].data, value[1].data + value[1].len,
+                                (u_char *) "://", 3 - 1)
+               != NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_server \"%V\": the scheme must "
+                           "be https:// (the default) or http://",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+
+    } else {
+        ngx_str_set(&scheme, "https://");
+        skip = 0;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url.data = value[1].data + skip;
+    u.url.len = value[1].len - skip;
+    u.default_port = (skip == 7) ? 80 : 443;
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_server \"%V\": %s",
+                           &value[1], u.err ? u.err : "bad address");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.uri.len > 1 || (u.uri.len == 1 && u.uri.data[0] != '/')) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_server \"%V\": give host[:port] "
+                           "without a path, the module requests "
+                           NGX_HTTP_DQE_OAUTH_TOKEN_PATH " itself",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* scheme://host[:port], without a trailing slash */
+
+    url.len = scheme.len + u.url.len - u.uri.len;
+    url.data = ngx_pnalloc(cf->pool, url.len);
+    if (url.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(url.data, scheme.data, scheme.len);
+    ngx_memcpy(p, u.url.data, u.url.len - u.uri.len);
+
+    dlcf->endpoint = ngx_http_dqe_oauth_add_endpoint(cf, &url);
+    if (dlcf->endpoint == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "could not set up the token requests of "
+                           "dqe_oauth_server \"%V\" (see the previous error)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    dlcf->server = value[1];
+    dlcf->set_here = 1;
+
+    dmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dqe_oauth_module);
+    dmcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_dqe_oauth_set_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_dqe_oauth_loc_conf_t *dlcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (dlcf->error_status != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 500 || n > 599) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_error_status \"%V\": "
+                           "use a code from 500 to 599", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    dlcf->error_status = n;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_dqe_oauth_set_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_dqe_oauth_main_conf_t *dmcf = conf;
+
+    u_char     *p;
+    ssize_t     size;
+    ngx_str_t  *value, name, s;
+
+    if (dmcf->shm_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    p = (u_char *) ngx_strlchr(value[1].data, value[1].data + value[1].len,
+                               ':');
+
+    if (p == NULL || p == value[1].data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_zone \"%V\": use NAME:SIZE, "
+                           "e.g. \"dqe_oauth:1m\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[1].data;
+    name.len = p - value[1].data;
+
+    s.data = p + 1;
+    s.len = value[1].data + value[1].len - s.data;
+
+    size = ngx_parse_size(&s);
+
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_zone size \"%V\": use a size "
+                           "such as 1m or 512k", &s);
+        return NGX_CONF_ERROR;
+    }
+
+    if (size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "dqe_oauth_zone \"%V\" is too small: give it at "
+                           "least %uzk", &name, 8 * ngx_pagesize / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    dmcf->shm_zone = ngx_http_dqe_oauth_add_zone(cf, &name, size);
+    if (dmcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Each dqe_oauth_server gets a hidden location, built here from ordinary
+ * proxy directives, so that token requests go through nginx's own proxy
+ * and upstream code: TLS, timeouts, keepalive and resolver work as usual.
+ * It is never matched by URI; subrequests are pointed at it directly.
+ * It inherits from the enclosing server{} (or http{}), not from the
+ * location, so that proxy_set_header and the like written for the API
+ * never leak into the token request.
+ */
+
+static ngx_http_dqe_oauth_endpoint_t *
+ngx_http_dqe_oauth_add_endpoint(ngx_conf_t *cf, ngx_str_t *url)
+{
+    void                            **parent;
+    ngx_str_t                         text;
+    ngx_uint_t                        i;
+    ngx_http_module_t                *module;
+    ngx_http_conf_ctx_t              *ctx, *pctx;
+    ngx_http_core_srv_conf_t         *cscf;
+    ngx_http_core_loc_conf_t         *clcf;
+    ngx_http_dqe_oauth_endpoint_t    *ep, **epp;
+    ngx_http_dqe_oauth_main_conf_t   *dmcf;
+
+    pctx = cf->ctx;
+
+    if (cf->cmd_type & NGX_HTTP_MAIN_CONF) {
+        parent = pctx->loc_conf;
+
+    } else {
+        cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+        parent = cscf->ctx->loc_conf;
+    }
+
+    dmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dqe_oauth_module);
+
+    epp = dmcf->endpoints.elts;
+
+    for (i = 0; i < dmcf->endpoints.nelts; i++) {
+        if (epp[i]->parent == parent
+            && epp[i]->url.len == url->len
+            && ngx_strncmp(epp[i]->url.data, url->data, url->len) == 0)
+        {
+            return epp[i];
+        }
+    }
+
+    ep = ngx_pcalloc(cf->pool, sizeof(ngx_http_dqe_oauth_endpoint_t));
+    if (ep == NULL) {
+        return NULL;
+    }
+
+    ep->url = *url;
+    ep->parent = parent;
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_conf_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->main_conf = pctx->main_conf;
+    ctx->srv_conf = pctx->srv_conf;
+
+    ctx->loc_conf = ngx_pcalloc(cf->pool, sizeof(void *) * ngx_http_max_module);
+    if (ctx->loc_conf == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; cf->cycle->modules[i]; i++) {
+        if (cf->cycle->modules[i]->type != NGX_HTTP_MODULE) {
+            continue;
+        }
+
+        module = cf->cycle->modules[i]->ctx;
+
+        if (module->create_loc_conf) {
+            ctx->loc_conf[cf->cycle->modules[i]->ctx_index] =
+                                                   module->create_loc_conf(cf);
+            if (ctx->loc_conf[cf->cycle->modules[i]->ctx_index] == NULL) {
+                return NULL;
+            }
+        }
+    }
+
+    clcf = ctx->loc_conf[ngx_http_core_module.ctx_index];
+    clcf->loc_conf = ctx->loc_conf;
+    ngx_str_set(&clcf->name, NGX_HTTP_DQE_OAUTH_LOCATION);
+    clcf->exact_match = 1;
+    clcf->internal = 1;
+
+    ep->ctx = ctx;
+
+    text.len = sizeof("proxy_pass " NGX_HTTP_DQE_OAUTH_TOKEN_PATH ";") - 1
+               + url->len + 512;
+    text.data = ngx_pnalloc(cf->pool, text.len);
+    if (text.data == NULL) {
+        return NULL;
+    }
+
+    /*
+     * POST bodies are not retried elsewhere by default, the reply is
+     * read into memory (bounded), and nothing is cached or stored
+     */
+
+    text.len = ngx_snprintf(text.data, text.len,
+                   "proxy_pass %V" NGX_HTTP_DQE_OAUTH_TOKEN_PATH ";"
+                   "proxy_http_version 1.1;"
+                   "proxy_set_header Connection \"\";"
+                   "proxy_pass_request_headers on;"
+                   "proxy_pass_request_body on;"
+                   "proxy_intercept_errors off;"
+                   "proxy_store off;"
+#if (NGX_HTTP_CACHE)
+                   "proxy_cache off;"
+#endif
+#if (NGX_HTTP_SSL)
+                   "proxy_ssl_server_name on;"
+#endif
+                   "subrequest_output_buffer_size "
+                   NGX_HTTP_DQE_OAUTH_RESPONSE_MAX ";",
+                   url)
+               - text.data;
+
+    if (ngx_http_dqe_oauth_parse_text(cf, ctx, &text) != NGX_CONF_OK) {
+        return NULL;
+    }
+
+    epp = ngx_array_push(&dmcf->endpoints);
+    if (epp == NULL) {
+        return NULL;
+    }
+
+    *epp = ep;
+
+    return ep;
+}
+
+
+/* runs directives from memory, as "nginx -g" does */
+
+static char *
+ngx_http_dqe_oauth_parse_text(ngx_conf_t *cf, ngx_http_conf_ctx_t *ctx,
+    ngx_str_t *text)
+{
+    char             *rv;
+    ngx_buf_t         b;
+    ngx_conf_t        save;
+    ngx_conf_file_t   conf_file;
+
+    ngx_memzero(&b, sizeof(ngx_buf_t));
+
+    b.start = text->data;
+    b.pos = text->data;
+    b.last = text->data + text->len;
+    b.end = b.last;
+    b.temporary = 1;
+
+    ngx_memzero(&conf_file, sizeof(ngx_conf_file_t));
+
+    conf_file.file.fd = NGX_INVALID_FILE;
+    conf_file.buffer = &b;
+
+    save = *cf;
+
+    cf->args = ngx_array_create(cf->temp_pool, 4, sizeof(ngx_str_t));
+    if (cf->args == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cf->conf_file = &conf_file;
+    cf->ctx = ctx;
+    cf->cmd_type = NGX_HTTP_LOC_CONF;
+    cf->module_type = NGX_HTTP_MODULE;
+    cf->handler = NULL;
+
+    rv = ngx_conf_parse(cf, NULL);
+
+    *cf = save;
+
+    return rv;
+}
+
+
+static ngx_int_t
+ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
+    ngx_http_dqe_oauth_endpoint_t *ep)
+{
+    char                      *rv;
+    ngx_uint_t                 i, idx;
+    ngx_http_module_t         *module;
+    ngx_http_conf_ctx_t       *ctx, saved;
+    ngx_http_upstream_conf_t  *ucf;
+
+    ctx = cf->ctx;
+    saved = *ctx;
+
+    *ctx = *ep->ctx;
+
+    rv = NGX_CONF_OK;
+    ucf = NULL;
+
+    for (i = 0; cf->cycle->modules[i]; i++) {
+        if (cf->cycle->modules[i]->type != NGX_HTTP_MODULE) {
+            continue;
+        }
+
+        module = cf->cycle->modules[i]->ctx;
+        idx = cf->cycle->modules[i]->ctx_index;
+
+        if (module->merge_loc_conf) {
+            rv = module->merge_loc_conf(cf, ep->parent[idx],
+                                        ep->ctx->loc_conf[idx]);
+            if (rv != NGX_CONF_OK) {
+                break;
+            }
+        }
+
+        /* the proxy module's location conf starts with the upstream conf */
+
+        if (ngx_strcmp(cf->cycle->modules[i]->name, "ngx_http_proxy_module")
+            == 0)
+        {
+            ucf = ep->ctx->loc_conf[idx];
+        }
+    }
+
+    *ctx = saved;
+
+    if (rv != NGX_CONF_OK) {
+        if (rv != NGX_CONF_ERROR) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "dqe_oauth token location for \"%V\": %s",
+                          &ep->url, rv);
+        }
+
+        return NGX_ERROR;
+    }
+
+    ep->timeout = ucf ? ucf->connect_timeout + ucf->send_timeout
+                        + ucf->read_timeout
+                      : 180000;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dqe_oauth_init(ngx_conf_t *cf)
+{
+    ngx_uint_t                        i;
+    ngx_http_handler_pt              *h;
+    ngx_http_core_main_conf_t        *cmcf;
+    ngx_http_dqe_oauth_endpoint_t   **epp;
+    ngx_http_dqe_oauth_main_conf_t   *dmcf;
+
+    dmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dqe_oauth_module);
+
+    /* a configuration without the module's directives pays nothing */
+
+    if (!dmcf->used) {
+        return NGX_OK;
+    }
+
+    if (dmcf->shm_zone == NULL) {
+        dmcf->shm_zone = ngx_http_dqe_oauth_add_zone(cf,
+                                              &ngx_http_dqe_oauth_default_zone,
+                                              1024 * 1024);
+        if (dmcf->shm_zone == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    epp = dmcf->endpoints.elts;
+
+    for (i = 0; i < dmcf->endpoints.nelts; i++) {
+        if (ngx_http_dqe_oauth_merge_endpoint(cf, epp[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    /* after access checks: a refused client never costs a token request */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_dqe_oauth_handler;
+
+    return NGX_OK;
+}

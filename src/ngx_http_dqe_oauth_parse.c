@@ -1,0 +1,281 @@
+
+/*
+ * Copyright (C) The ngx_http_dqe_oauth_module authors
+ *
+ * Reading DQE's replies: the token JSON, checked field by field before a
+ * byte of it can reach a request header, and the error bodies, in
+ * OAuth2's JSON form or anything else.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <cjson/cJSON.h>
+
+#include "ngx_http_dqe_oauth_module.h"
+
+
+/* a year: longer lifetimes are taken for a broken reply */
+#define NGX_HTTP_DQE_OAUTH_EXPIRES_MAX  31536000
+
+
+static ngx_int_t ngx_http_dqe_oauth_visible(cJSON *item, ngx_str_t *value);
+static ngx_int_t ngx_http_dqe_oauth_expires(cJSON *item, ngx_uint_t *value);
+
+
+typedef struct {
+    ngx_str_t   name;
+    ngx_uint_t  error;
+} ngx_http_dqe_oauth_error_name_t;
+
+
+/* compared with "_" and " " taken as the same, case-insensitively */
+
+static ngx_http_dqe_oauth_error_name_t  ngx_http_dqe_oauth_errors[] = {
+    { ngx_string("invalid_request"), NGX_HTTP_DQE_OAUTH_ERR_INVALID_REQUEST },
+    { ngx_string("invalid_client"), NGX_HTTP_DQE_OAUTH_ERR_INVALID_CLIENT },
+    { ngx_string("unauthorized_client"),
+      NGX_HTTP_DQE_OAUTH_ERR_UNAUTHORIZED_CLIENT },
+    { ngx_string("unsupported_grant_type"),
+      NGX_HTTP_DQE_OAUTH_ERR_UNSUPPORTED_GRANT },
+    { ngx_string("invalid_grant"), NGX_HTTP_DQE_OAUTH_ERR_INVALID_GRANT },
+    { ngx_null_string, 0 }
+};
+
+
+/*
+ * Returns NGX_OK with tk filled, or NGX_DECLINED for a body that is not
+ * a JSON object (tk->field NULL), or NGX_ERROR naming the bad field.
+ * tk's strings point into data, which must outlive them.
+ */
+
+ngx_int_t
+ngx_http_dqe_oauth_parse_token(u_char *data, size_t len,
+    ngx_http_dqe_oauth_token_t *tk)
+{
+    cJSON      *root, *item;
+    ngx_int_t   rc;
+    ngx_str_t   type;
+
+    ngx_memzero(tk, sizeof(ngx_http_dqe_oauth_token_t));
+
+    if (len == 0) {
+        return NGX_DECLINED;
+    }
+
+    root = cJSON_ParseWithLength((const char *) data, len);
+
+    if (root == NULL || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return NGX_DECLINED;
+    }
+
+    rc = NGX_ERROR;
+
+    item = cJSON_GetObjectItemCaseSensitive(root, "access_token");
+
+    if (ngx_http_dqe_oauth_visible(item, &tk->token) != NGX_OK) {
+        tk->field = "access_token";
+        goto done;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(root, "token_type");
+
+    if (ngx_http_dqe_oauth_visible(item, &type) != NGX_OK
+        || type.len != sizeof("Bearer") - 1
+        || ngx_strncasecmp(type.data, (u_char *) "Bearer", type.len) != 0)
+    {
+        tk->field = "token_type";
+        goto done;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
+
+    if (ngx_http_dqe_oauth_expires(item, &tk->expires_in) != NGX_OK) {
+        tk->field = "expires_in";
+        goto done;
+    }
+
+    /* only renewals need it: a bad one is dropped, not fatal */
+
+    item = cJSON_GetObjectItemCaseSensitive(root, "refresh_token");
+
+    if (item && ngx_http_dqe_oauth_visible(item, &tk->refresh) != NGX_OK) {
+        ngx_str_null(&tk->refresh);
+    }
+
+    rc = NGX_OK;
+
+done:
+
+    /*
+     * the strings are cJSON's copies, freed below: move them into data,
+     * which holds at least as many bytes as the whole reply
+     */
+
+    if (rc == NGX_OK) {
+        ngx_memmove(data, tk->token.data, tk->token.len);
+        tk->token.data = data;
+
+        if (tk->refresh.len) {
+            ngx_memmove(data + tk->token.len, tk->refresh.data,
+                        tk->refresh.len);
+            tk->refresh.data = data + tk->token.len;
+        }
+    }
+
+    cJSON_Delete(root);
+
+    return rc;
+}
+
+
+/* a non-empty string of visible ASCII: nothing that could split a header */
+
+static ngx_int_t
+ngx_http_dqe_oauth_visible(cJSON *item, ngx_str_t *value)
+{
+    size_t   i, len;
+    u_char  *p;
+
+    if (!cJSON_IsString(item) || item->valuestring == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = (u_char *) item->valuestring;
+    len = ngx_strlen(p);
+
+    if (len == 0 || len > NGX_HTTP_DQE_OAUTH_TOKEN_MAX) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (p[i] <= 0x20 || p[i] >= 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    value->data = p;
+    value->len = len;
+
+    return NGX_OK;
+}
+
+
+/* DQE sends a string of seconds; a JSON number is accepted as well */
+
+static ngx_int_t
+ngx_http_dqe_oauth_expires(cJSON *item, ngx_uint_t *value)
+{
+    size_t     len;
+    ngx_int_t  n;
+
+    if (cJSON_IsNumber(item)) {
+        if (item->valuedouble < 1
+            || item->valuedouble > NGX_HTTP_DQE_OAUTH_EXPIRES_MAX
+            || item->valuedouble != (double) (ngx_int_t) item->valuedouble)
+        {
+            return NGX_ERROR;
+        }
+
+        *value = (ngx_uint_t) item->valuedouble;
+        return NGX_OK;
+    }
+
+    if (!cJSON_IsString(item) || item->valuestring == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(item->valuestring);
+
+    /* ngx_atoi() takes digits only: no sign, no blanks */
+
+    n = ngx_atoi((u_char *) item->valuestring, len);
+
+    if (n < 1 || n > NGX_HTTP_DQE_OAUTH_EXPIRES_MAX) {
+        return NGX_ERROR;
+    }
+
+    *value = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Works out which OAuth2 error an error reply names: {"error":"..."} first,
+ * then the phrase anywhere in a text or HTML body ("Invalid Client").
+ */
+
+ngx_uint_t
+ngx_http_dqe_oauth_parse_error(u_char *data, size_t len)
+{
+    u_char                           *p, *last;
+    size_t                            n;
+    cJSON                            *root, *item;
+    ngx_uint_t                        i, error;
+    ngx_http_dqe_oauth_error_name_t  *e;
+
+    if (len == 0) {
+        return NGX_HTTP_DQE_OAUTH_OK;
+    }
+
+    error = NGX_HTTP_DQE_OAUTH_OK;
+
+    root = cJSON_ParseWithLength((const char *) data, len);
+    item = cJSON_GetObjectItemCaseSensitive(root, "error");
+
+    if (cJSON_IsString(item) && item->valuestring) {
+        p = (u_char *) item->valuestring;
+        n = ngx_strlen(p);
+
+        for (e = ngx_http_dqe_oauth_errors; e->name.len; e++) {
+            if (n != e->name.len) {
+                continue;
+            }
+
+            for (i = 0; i < n; i++) {
+                if (ngx_tolower(p[i]) != e->name.data[i]
+                    && !(p[i] == ' ' && e->name.data[i] == '_'))
+                {
+                    break;
+                }
+            }
+
+            if (i == n) {
+                error = e->error;
+                break;
+            }
+        }
+    }
+
+    cJSON_Delete(root);
+
+    if (error != NGX_HTTP_DQE_OAUTH_OK) {
+        return error;
+    }
+
+    last = data + len;
+
+    for (e = ngx_http_dqe_oauth_errors; e->name.len; e++) {
+
+        for (p = data; p + e->name.len <= last; p++) {
+
+            for (i = 0; i < e->name.len; i++) {
+                if (ngx_tolower(p[i]) != e->name.data[i]
+                    && !((p[i] == ' ' || p[i] == '-')
+                         && e->name.data[i] == '_'))
+                {
+                    break;
+                }
+            }
+
+            if (i == e->name.len) {
+                return e->error;
+            }
+        }
+    }
+
+    return NGX_HTTP_DQE_OAUTH_OK;
+}
