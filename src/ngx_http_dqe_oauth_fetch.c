@@ -22,6 +22,21 @@ static ngx_int_t ngx_http_dqe_oauth_fetch_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static void ngx_http_dqe_oauth_fetch_result(ngx_http_request_t *sr,
     ngx_http_dqe_oauth_ctx_t *ctx, ngx_int_t rc);
+static ngx_int_t ngx_http_dqe_oauth_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+
+static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
+
+
+ngx_int_t
+ngx_http_dqe_oauth_fetch_init(ngx_conf_t *cf)
+{
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_dqe_oauth_body_filter;
+
+    return NGX_OK;
+}
 
 
 ngx_int_t
@@ -112,6 +127,9 @@ ngx_http_dqe_oauth_fetch(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
 
     sr->write_event_handler = ngx_http_dqe_oauth_fetch_start;
 
+    /* marks the subrequest for the body filter */
+    ngx_http_set_ctx(sr, ctx, ngx_http_dqe_oauth_module);
+
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "dqe_oauth fetch for %V", &conf->label);
 
@@ -188,6 +206,59 @@ ngx_http_dqe_oauth_fetch_headers(ngx_http_request_t *r,
 }
 
 
+/*
+ * An oversized reply must not reach the in-memory buffer: nginx would
+ * fail the whole client connection.  It is dropped here and noted.
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    off_t                      size;
+    ngx_chain_t               *cl;
+    ngx_http_dqe_oauth_ctx_t  *ctx;
+
+    if (r == r->main || !r->subrequest_in_memory) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
+
+    if (ctx == NULL || ctx->request == r) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    size = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        size += ngx_buf_size(cl->buf);
+
+        /* a reply broken off ends with a flush, not with the last buf */
+        if (cl->buf->last_buf || cl->buf->last_in_chain) {
+            ctx->complete = 1;
+        }
+    }
+
+    if (ctx->too_big
+        || r->headers_out.content_length_n > NGX_HTTP_DQE_OAUTH_RESPONSE_MAX
+        || ctx->received + size > NGX_HTTP_DQE_OAUTH_RESPONSE_MAX)
+    {
+        ctx->too_big = 1;
+
+        for (cl = in; cl; cl = cl->next) {
+            cl->buf->pos = cl->buf->last;
+            cl->buf->file_pos = cl->buf->file_last;
+        }
+
+        return NGX_OK;
+    }
+
+    ctx->received += size;
+
+    return ngx_http_next_body_filter(r, in);
+}
+
+
 static ngx_int_t
 ngx_http_dqe_oauth_fetch_done(ngx_http_request_t *sr, void *data,
     ngx_int_t rc)
@@ -245,6 +316,12 @@ ngx_http_dqe_oauth_fetch_result(ngx_http_request_t *sr,
                    rc, status, len);
 
     ctx->status = status;
+
+    if (ctx->too_big || (status == NGX_HTTP_OK && !ctx->complete)) {
+        error = NGX_HTTP_DQE_OAUTH_ERR_TOO_BIG;
+        ctx->status = 0;
+        goto failed;
+    }
 
     if (status == 0 || rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
 

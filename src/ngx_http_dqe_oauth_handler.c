@@ -242,114 +242,32 @@ ngx_http_dqe_oauth_bearer(ngx_http_request_t *r,
 
 
 /*
- * Exactly one Authorization header goes upstream, ours.  A client's one
- * is overwritten in place; several are dropped by copying the list
- * without them (rare, so the copy is fine).
+ * Exactly one Authorization header goes upstream, ours.  nginx refuses a
+ * request with two (it is a unique header), so a client's one, if any,
+ * is r->headers_in.authorization, and is overwritten in place.
  */
 
 static ngx_int_t
 ngx_http_dqe_oauth_set_header(ngx_http_request_t *r, ngx_str_t *value)
 {
-    ngx_uint_t        i, n, total;
-    ngx_list_t        headers;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *auth, *nh;
+    ngx_table_elt_t  *h;
 
-    n = 0;
-    total = 0;
-    auth = NULL;
+    h = r->headers_in.authorization;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        total++;
-
-        if (h[i].key.len == sizeof("Authorization") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Authorization",
-                               sizeof("Authorization") - 1)
-               == 0)
-        {
-            if (auth == NULL) {
-                auth = &h[i];
-            }
-
-            n++;
-        }
-    }
-
-    if (n == 1) {
-        goto set;
-    }
-
-    if (n > 1) {
-        if (ngx_list_init(&headers, r->pool, total - n + 1,
-                          sizeof(ngx_table_elt_t))
-            != NGX_OK)
-        {
+    if (h == NULL) {
+        h = ngx_list_push(&r->headers_in.headers);
+        if (h == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        part = &r->headers_in.headers.part;
-        h = part->elts;
+        h->lowcase_key = (u_char *) "authorization";
+        h->hash = ngx_hash_key(h->lowcase_key, sizeof("authorization") - 1);
 
-        for (i = 0; /* void */ ; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            if (h[i].key.len == sizeof("Authorization") - 1
-                && ngx_strncasecmp(h[i].key.data, (u_char *) "Authorization",
-                                   sizeof("Authorization") - 1)
-                   == 0)
-            {
-                continue;
-            }
-
-            nh = ngx_list_push(&headers);
-            if (nh == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            *nh = h[i];
-        }
-
-        r->headers_in.headers = headers;
+        r->headers_in.authorization = h;
     }
 
-    auth = ngx_list_push(&r->headers_in.headers);
-    if (auth == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    auth->lowcase_key = (u_char *) "authorization";
-    auth->hash = ngx_hash_key(auth->lowcase_key,
-                              sizeof("authorization") - 1);
-
-set:
-
-    ngx_str_set(&auth->key, "Authorization");
-    auth->value = *value;
-
-    r->headers_in.authorization = auth;
+    ngx_str_set(&h->key, "Authorization");
+    h->value = *value;
 
     return NGX_DECLINED;
 }
@@ -360,6 +278,7 @@ set:
 static ngx_int_t
 ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
 {
+    char                           *action;
     ngx_str_t                      *label;
     ngx_log_t                      *log;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
@@ -367,6 +286,10 @@ ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
     conf = ctx->conf;
     label = &conf->label;
     log = r->connection->log;
+
+    /* not "while sending to client" left by the subrequest */
+    action = log->action;
+    log->action = NULL;
 
     ctx->state = NGX_HTTP_DQE_OAUTH_STATE_DONE;
 
@@ -451,7 +374,7 @@ ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "dqe_oauth: no token for %V: the token response was "
                       "cut short or is larger than "
-                      NGX_HTTP_DQE_OAUTH_RESPONSE_MAX, label);
+                      NGX_HTTP_DQE_OAUTH_RESPONSE_TEXT, label);
         break;
 
     case NGX_HTTP_DQE_OAUTH_ERR_JSON:
@@ -474,6 +397,8 @@ ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
                       "request (out of memory?)", label);
         break;
     }
+
+    log->action = action;
 
     return conf->error_status;
 }

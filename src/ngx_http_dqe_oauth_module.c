@@ -735,7 +735,7 @@ ngx_http_dqe_oauth_add_endpoint(ngx_conf_t *cf, ngx_str_t *url)
                    "proxy_ssl_server_name on;"
 #endif
                    "subrequest_output_buffer_size "
-                   NGX_HTTP_DQE_OAUTH_RESPONSE_MAX ";",
+                   NGX_HTTP_DQE_OAUTH_RESPONSE_TEXT ";",
                    url)
                - text.data;
 
@@ -907,5 +907,5 @@ ngx_http_dqe_oauth_init(ngx_conf_t *cf)
 
     *h = ngx_http_dqe_oauth_handler;
 
-    return NGX_OK;
+    return ngx_http_dqe_oauth_fetch_init(cf);
 }

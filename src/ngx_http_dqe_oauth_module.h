@@ -21,7 +21,8 @@
 #define NGX_HTTP_DQE_OAUTH_TOKEN_MAX       4096
 #define NGX_HTTP_DQE_OAUTH_TOKEN_PATH      "/oauth/access_token/"
 #define NGX_HTTP_DQE_OAUTH_LOCATION        "/_dqe_oauth_token"
-#define NGX_HTTP_DQE_OAUTH_RESPONSE_MAX    "16k"
+#define NGX_HTTP_DQE_OAUTH_RESPONSE_MAX    16384
+#define NGX_HTTP_DQE_OAUTH_RESPONSE_TEXT   "16k"
 
 #define NGX_HTTP_DQE_OAUTH_METHOD_POST     0
 #define NGX_HTTP_DQE_OAUTH_METHOD_GET      1
@@ -180,8 +181,12 @@ typedef struct {
     ngx_uint_t                      fetch_id;
     ngx_msec_t                      fetch_start;
 
+    size_t                          received;   /* token response bytes */
+
     unsigned                        waited:1;
     unsigned                        unmarked:1;
+    unsigned                        too_big:1;
+    unsigned                        complete:1; /* the reply's last buf */
 } ngx_http_dqe_oauth_ctx_t;
 
 
@@ -209,6 +214,7 @@ void ngx_http_dqe_oauth_zone_release(ngx_http_request_t *r,
 /* ngx_http_dqe_oauth_fetch.c */
 ngx_int_t ngx_http_dqe_oauth_fetch(ngx_http_request_t *r,
     ngx_http_dqe_oauth_ctx_t *ctx);
+ngx_int_t ngx_http_dqe_oauth_fetch_init(ngx_conf_t *cf);
 
 /* ngx_http_dqe_oauth_parse.c */
 ngx_int_t ngx_http_dqe_oauth_parse_token(u_char *data, size_t len,

@@ -471,7 +471,11 @@ class Handler(BaseHTTPRequestHandler):
             st.last_method = method
             if params.get("scope") == REFRESH_SCOPE:
                 st.refresh_requests += 1
-            fault = st.take_fault_locked()
+            fault = self.server.fixed_fault
+            if fault is not None:
+                st.token_faults += 1
+            else:
+                fault = st.take_fault_locked()
         try:
             if fault is not None:
                 if fault.get("delay"):
@@ -616,8 +620,11 @@ class Handler(BaseHTTPRequestHandler):
         if name == "health":
             self.send(200, b"ok", "text/plain")
         elif name == "stats":
+            # stats?reset=1: the counts so far, then a reset, in one step
             with st.lock:
                 obj = st.stats_locked()
+                if dict(params).get("reset") == "1":
+                    st.reset_locked()
             self.send_json(200, obj)
         elif name == "reset":
             with st.lock:
@@ -628,6 +635,14 @@ class Handler(BaseHTTPRequestHandler):
                 n = st.live_count_locked(time.monotonic())
                 st.tokens.clear()
             self.send_json(200, {"revoked": n})
+        elif name == "sleep":
+            # lets a sequence of test requests wait, e.g. for a token to expire
+            try:
+                secs = min(float(dict(params).get("s", "1")), 30.0)
+            except ValueError:
+                return self.bad_control("s must be a number of seconds")
+            time.sleep(max(secs, 0.0))
+            self.send_json(200, {"slept": secs})
         elif name == "config":
             self.control_config(params)
         elif name == "fault":
@@ -667,10 +682,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def control_fault(self, params):
         st = self.state
-        keys = [k for k, _ in params]
-        for k in keys:
-            if k not in ("status", "body", "delay", "mode", "count", "clear"):
-                return self.bad_control("unknown parameter: " + safe_path(k))
         p = dict(params)
         if "clear" in p:
             with st.lock:
@@ -680,45 +691,57 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 obj = fault_view(st.fault)
             return self.send_json(200, {"fault": obj})
-        f = {}
-        if "status" in p:
-            try:
-                f["status"] = parse_uint(p["status"])
-            except ValueError:
-                f["status"] = -1
-            if not 200 <= f["status"] <= 599:
-                return self.bad_control("status must be 200..599")
-        if "body" in p:
-            f["body"] = p["body"].encode("latin-1")
-        if "delay" in p:
-            try:
-                d = float(p["delay"])
-            except ValueError:
-                d = -1.0
-            if not math.isfinite(d) or not 0 <= d <= 3600:
-                return self.bad_control("delay must be 0..3600 seconds")
-            f["delay"] = d
-        if "mode" in p:
-            if p["mode"] not in FAULT_MODES:
-                return self.bad_control("mode must be one of "
-                                        + "|".join(FAULT_MODES))
-            f["mode"] = p["mode"]
-        if "count" in p:
-            try:
-                c = parse_uint(p["count"])
-            except ValueError:
-                c = 0
-            if c < 1:
-                return self.bad_control("count must be a positive integer")
-            f["count"] = c
-        else:
-            f["count"] = None
-        if not any(k in f for k in ("status", "body", "delay", "mode")):
-            return self.bad_control("give status, body, delay or mode")
+        try:
+            f = parse_fault(params)
+        except ValueError as e:
+            return self.bad_control(str(e))
         with st.lock:
             st.fault = f
             obj = fault_view(f)
         self.send_json(200, {"fault": obj})
+
+
+def parse_fault(params):
+    """A fault from query-string pairs; ValueError says what is wrong."""
+    for k, _ in params:
+        if k not in ("status", "body", "delay", "mode", "count", "clear"):
+            raise ValueError("unknown parameter: " + safe_path(k))
+    p = dict(params)
+    f = {}
+    if "status" in p:
+        try:
+            f["status"] = parse_uint(p["status"])
+        except ValueError:
+            f["status"] = -1
+        if not 200 <= f["status"] <= 599:
+            raise ValueError("status must be 200..599")
+    if "body" in p:
+        f["body"] = p["body"].encode("latin-1")
+    if "delay" in p:
+        try:
+            d = float(p["delay"])
+        except ValueError:
+            d = -1.0
+        if not math.isfinite(d) or not 0 <= d <= 3600:
+            raise ValueError("delay must be 0..3600 seconds")
+        f["delay"] = d
+    if "mode" in p:
+        if p["mode"] not in FAULT_MODES:
+            raise ValueError("mode must be one of " + "|".join(FAULT_MODES))
+        f["mode"] = p["mode"]
+    if "count" in p:
+        try:
+            c = parse_uint(p["count"])
+        except ValueError:
+            c = 0
+        if c < 1:
+            raise ValueError("count must be a positive integer")
+        f["count"] = c
+    else:
+        f["count"] = None
+    if not any(k in f for k in ("status", "body", "delay", "mode")):
+        raise ValueError("give status, body, delay or mode")
+    return f
 
 
 class MockServer(ThreadingHTTPServer):
@@ -727,7 +750,8 @@ class MockServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, addr, family, state, ssl_ctx=None, control_only=False,
-                 quiet=False):
+                 quiet=False, fixed_fault=None):
+        self.fixed_fault = fixed_fault
         self.address_family = family
         self.state = state
         self.ssl_ctx = ssl_ctx
@@ -807,6 +831,12 @@ def main(argv=None):
     ap.add_argument("--licences", help="JSON list of {id,secret,scopes,expired}")
     ap.add_argument("--pid-file", help="write the pid here; removed on exit")
     ap.add_argument("--quiet", action="store_true", help="no access log")
+    ap.add_argument("--fault-listen", action="append", default=[],
+                    metavar="HOST:PORT=FAULT",
+                    help="an extra listener (TLS like --listen) whose token "
+                         "requests all get FAULT, e.g. "
+                         "127.0.0.1:0=mode=close or 127.0.0.1:0=delay=3; "
+                         "repeatable")
     args = ap.parse_args(argv)
 
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -840,6 +870,17 @@ def main(argv=None):
             addr, family = args.control
             servers.append(MockServer(addr, family, state, control_only=True,
                                       quiet=args.quiet))
+        for spec in args.fault_listen:
+            addr_text, _, fault_text = spec.partition("=")
+            try:
+                fault = parse_fault(parse_qsl(fault_text,
+                                              keep_blank_values=True,
+                                              encoding="latin-1"))
+                addr, family = parse_addr(addr_text)
+            except (ValueError, argparse.ArgumentTypeError) as e:
+                ap.error("--fault-listen %s: %s" % (spec, e))
+            servers.append(MockServer(addr, family, state, ssl_ctx=ssl_ctx,
+                                      quiet=args.quiet, fixed_fault=fault))
     except OSError as e:
         sys.stderr.write("dqe_mock: cannot listen: %s\n" % e)
         return 1
@@ -855,8 +896,12 @@ def main(argv=None):
         with open(args.pid_file, "w") as fh:
             fh.write("%d\n" % os.getpid())
     main_port = servers[0].server_address[1]
-    ctl_port = servers[1].server_address[1] if len(servers) > 1 else 0
-    sys.stdout.write("READY port=%d control=%d\n" % (main_port, ctl_port))
+    ctl_port = servers[1].server_address[1] if args.control else 0
+    fault_ports = [srv.server_address[1] for srv in servers
+                   if srv.fixed_fault is not None]
+    sys.stdout.write("READY port=%d control=%d%s\n" % (
+        main_port, ctl_port,
+        " faults=" + ",".join(map(str, fault_ports)) if fault_ports else ""))
     sys.stdout.flush()
 
     while not stop.wait(0.5):
