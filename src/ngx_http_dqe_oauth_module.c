@@ -31,6 +31,8 @@ static char *ngx_http_dqe_oauth_set_server(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_dqe_oauth_set_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_dqe_oauth_set_method(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_dqe_oauth_set_status(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
@@ -88,7 +90,7 @@ static ngx_command_t  ngx_http_dqe_oauth_commands[] = {
 
     { ngx_string("dqe_oauth_method"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_dqe_oauth_set_method,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_dqe_oauth_loc_conf_t, method),
       &ngx_http_dqe_oauth_methods },
@@ -440,7 +442,7 @@ ngx_http_dqe_oauth_set_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_dqe_oauth_loc_conf_t *dlcf = conf;
 
     u_char                          *p;
-    size_t                           skip;
+    size_t                           skip, len;
     ngx_str_t                       *value, url, scheme;
     ngx_url_t                        u;
     ngx_http_dqe_oauth_main_conf_t  *dmcf;
@@ -451,13 +453,13 @@ ngx_http_dqe_oauth_set_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (value[1].len > 8
+    if (value[1].len >= 8
         && ngx_strncasecmp(value[1].data, (u_char *) "https://", 8) == 0)
     {
         ngx_str_set(&scheme, "https://");
         skip = 8;
 
-    } else if (value[1].len > 7
+    } else if (value[1].len >= 7
                && ngx_strncasecmp(value[1].data, (u_char *) "http://", 7)
                   == 0)
     {
@@ -479,21 +481,17 @@ ngx_http_dqe_oauth_set_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         skip = 0;
     }
 
-    ngx_memzero(&u, sizeof(ngx_url_t));
+    /* host[:port] and at most a trailing slash */
 
-    u.url.data = value[1].data + skip;
-    u.url.len = value[1].len - skip;
-    u.default_port = (skip == 7) ? 80 : 443;
-    u.no_resolve = 1;
+    len = value[1].len - skip;
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid dqe_oauth_server \"%V\": %s",
-                           &value[1], u.err ? u.err : "bad address");
-        return NGX_CONF_ERROR;
+    if (len && value[1].data[value[1].len - 1] == '/') {
+        len--;
     }
 
-    if (u.uri.len > 1 || (u.uri.len == 1 && u.uri.data[0] != '/')) {
+    if (ngx_strlchr(value[1].data + skip, value[1].data + skip + len, '/')
+        || ngx_strlchr(value[1].data + skip, value[1].data + skip + len, '?'))
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid dqe_oauth_server \"%V\": give host[:port] "
                            "without a path, the module requests "
@@ -502,16 +500,30 @@ ngx_http_dqe_oauth_set_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url.data = value[1].data + skip;
+    u.url.len = len;
+    u.default_port = (skip == 7) ? 80 : 443;
+    u.no_resolve = 1;
+
+    if (len == 0 || ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_server \"%V\": %s",
+                           &value[1], u.err ? u.err : "no host");
+        return NGX_CONF_ERROR;
+    }
+
     /* scheme://host[:port], without a trailing slash */
 
-    url.len = scheme.len + u.url.len - u.uri.len;
+    url.len = scheme.len + len;
     url.data = ngx_pnalloc(cf->pool, url.len);
     if (url.data == NULL) {
         return NGX_CONF_ERROR;
     }
 
     p = ngx_cpymem(url.data, scheme.data, scheme.len);
-    ngx_memcpy(p, u.url.data, u.url.len - u.uri.len);
+    ngx_memcpy(p, u.url.data, len);
 
     dlcf->endpoint = ngx_http_dqe_oauth_add_endpoint(cf, &url);
     if (dlcf->endpoint == NULL) {
@@ -529,6 +541,37 @@ ngx_http_dqe_oauth_set_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     dmcf->used = 1;
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_dqe_oauth_set_method(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_dqe_oauth_loc_conf_t *dlcf = conf;
+
+    ngx_str_t        *value;
+    ngx_conf_enum_t  *e;
+
+    if (dlcf->method != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (e = cmd->post; e->name.len; e++) {
+        if (e->name.len == value[1].len
+            && ngx_strcasecmp(e->name.data, value[1].data) == 0)
+        {
+            dlcf->method = e->value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid dqe_oauth_method \"%V\": use \"post\" "
+                       "(the default) or \"get\"", &value[1]);
+
+    return NGX_CONF_ERROR;
 }
 
 
@@ -775,7 +818,14 @@ ngx_http_dqe_oauth_parse_text(ngx_conf_t *cf, ngx_http_conf_ctx_t *ctx,
 
     ngx_memzero(&conf_file, sizeof(ngx_conf_file_t));
 
+    /*
+     * the file name and line of the directive: upstreams keep them, to
+     * report later, e.g., a host that does not resolve
+     */
+
     conf_file.file.fd = NGX_INVALID_FILE;
+    conf_file.file.name = cf->conf_file->file.name;
+    conf_file.line = cf->conf_file->line;
     conf_file.buffer = &b;
 
     save = *cf;
