@@ -243,30 +243,74 @@ ngx_http_dqe_oauth_bearer(ngx_http_request_t *r,
 
 /*
  * Exactly one Authorization header goes upstream, ours.  nginx refuses a
- * request with two (it is a unique header), so a client's one, if any,
- * is r->headers_in.authorization, and is overwritten in place.
+ * request with two (it is a unique header), so a client's one, if any, is
+ * r->headers_in.authorization: its list entry is overwritten, while the
+ * pointer moves to a copy, so that $remote_user still reads the client's.
+ * The entry's hash is 0: proxy_pass sends it, but variables such as
+ * $http_authorization skip it, so no log format can print the token.
+ * After an internal redirect our entry is told apart by its lowcase_key.
  */
+
+static u_char  ngx_http_dqe_oauth_lowcase_key[] = "authorization";
+
 
 static ngx_int_t
 ngx_http_dqe_oauth_set_header(ngx_http_request_t *r, ngx_str_t *value)
 {
-    ngx_table_elt_t  *h;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *copy;
 
-    h = r->headers_in.authorization;
+    h = NULL;
 
-    if (h == NULL) {
-        h = ngx_list_push(&r->headers_in.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (r->internal) {
+        part = &r->headers_in.headers.part;
+        h = part->elts;
+
+        for (i = 0; /* void */ ; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    h = NULL;
+                    break;
+                }
+
+                part = part->next;
+                h = part->elts;
+                i = 0;
+            }
+
+            if (h[i].lowcase_key == ngx_http_dqe_oauth_lowcase_key) {
+                h = &h[i];
+                break;
+            }
         }
-
-        h->lowcase_key = (u_char *) "authorization";
-        h->hash = ngx_hash_key(h->lowcase_key, sizeof("authorization") - 1);
-
-        r->headers_in.authorization = h;
     }
 
-    ngx_str_set(&h->key, "Authorization");
+    if (h == NULL) {
+        h = r->headers_in.authorization;
+
+        if (h) {
+            copy = ngx_palloc(r->pool, sizeof(ngx_table_elt_t));
+            if (copy == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            *copy = *h;
+            r->headers_in.authorization = copy;
+
+        } else {
+            h = ngx_list_push(&r->headers_in.headers);
+            if (h == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+
+        ngx_str_set(&h->key, "Authorization");
+        h->lowcase_key = ngx_http_dqe_oauth_lowcase_key;
+        h->hash = 0;
+    }
+
     h->value = *value;
 
     return NGX_DECLINED;
