@@ -348,3 +348,38 @@ X-Unknown: 1
 --- error_log
 upstream SSL certificate verify error
 could not connect to the token server
+
+
+
+=== TEST 15: an upstream{} block as the token server, with keepalive
+--- http_config
+    proxy_ssl_verify on;
+    proxy_ssl_trusted_certificate $TEST_NGINX_DQE_CA;
+    proxy_ssl_name 127.0.0.1;
+
+    upstream dqe_pool {
+        server 127.0.0.1:$TEST_NGINX_DQE_PORT;
+        keepalive 2;
+    }
+--- config
+    location /api/ {
+        dqe_oauth_server  dqe_pool;
+        dqe_oauth_licence 123456;
+        dqe_oauth_secret  s3cr3t-pass;
+        dqe_oauth_scope   client_address;
+        proxy_pass https://dqe_pool;
+    }
+    location /email/ {
+        dqe_oauth_server  dqe_pool;
+        dqe_oauth_licence 123456;
+        dqe_oauth_secret  s3cr3t-pass;
+        dqe_oauth_scope   client_email;
+        proxy_pass https://dqe_pool;
+    }
+--- request eval
+["GET /__mock/reset", "GET /api/x", "GET /email/x", "GET /__mock/stats?reset=1"]
+--- response_body_like eval
+[qr/reset/, qr/"scope":"client_address"/, qr/"scope":"client_email"/,
+ qr/"token_requests":\{"GET":0,"POST":2\}/]
+--- no_error_log
+[error]
