@@ -15,15 +15,20 @@
 #include "ngx_http_dqe_oauth_module.h"
 
 
+static void ngx_http_dqe_oauth_fetch_cleanup(void *data);
 static void ngx_http_dqe_oauth_fetch_start(ngx_http_request_t *sr);
 static ngx_int_t ngx_http_dqe_oauth_fetch_headers(ngx_http_request_t *r,
     ngx_http_request_t *sr, off_t length);
-static ngx_int_t ngx_http_dqe_oauth_fetch_done(ngx_http_request_t *sr,
-    void *data, ngx_int_t rc);
-static void ngx_http_dqe_oauth_fetch_result(ngx_http_request_t *sr,
-    ngx_http_dqe_oauth_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_dqe_oauth_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_dqe_oauth_fetch_done(ngx_http_request_t *sr,
+    void *data, ngx_int_t rc);
+static ngx_int_t ngx_http_dqe_oauth_fetch_result(ngx_http_request_t *sr,
+    ngx_http_dqe_oauth_fetch_t *fetch, ngx_int_t rc,
+    ngx_http_dqe_oauth_token_t *tk);
+static ngx_int_t ngx_http_dqe_oauth_fallback(ngx_http_request_t *sr,
+    ngx_http_dqe_oauth_fetch_t *fetch);
+static void ngx_http_dqe_oauth_fetch_failed(ngx_http_dqe_oauth_fetch_t *fetch);
 
 
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
@@ -39,18 +44,35 @@ ngx_http_dqe_oauth_fetch_init(ngx_conf_t *cf)
 }
 
 
+/*
+ * Starts the subrequest.  On NGX_ERROR the caller still holds the
+ * in-flight mark; the pool cleanup registered first releases it in any
+ * case, should the request go away before the fetch ends.
+ */
+
 ngx_int_t
-ngx_http_dqe_oauth_fetch(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
+ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_fetch_t *fetch)
 {
     ngx_buf_t                      *b;
-    ngx_str_t                       uri, *args;
+    ngx_str_t                       uri, *args, *body;
+    ngx_uint_t                      flags;
     ngx_chain_t                    *cl;
-    ngx_http_request_t             *sr;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_request_t             *r, *sr;
     ngx_http_request_body_t        *rb;
     ngx_http_post_subrequest_t     *ps;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
-    conf = ctx->conf;
+    r = fetch->request;
+    conf = fetch->conf;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_dqe_oauth_fetch_cleanup;
+    cln->data = fetch;
 
     ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
     if (ps == NULL) {
@@ -58,24 +80,34 @@ ngx_http_dqe_oauth_fetch(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
     }
 
     ps->handler = ngx_http_dqe_oauth_fetch_done;
-    ps->data = ctx;
+    ps->data = fetch;
 
     /* the URI is the hidden location's name: proxy_pass maps it to DQE's */
 
     ngx_str_set(&uri, NGX_HTTP_DQE_OAUTH_LOCATION);
 
-    args = (conf->method == NGX_HTTP_DQE_OAUTH_METHOD_GET) ? &conf->params
-                                                           : NULL;
+    if (fetch->refreshing) {
+        args = NULL;
+        body = &fetch->body;
 
-    if (ngx_http_subrequest(r, &uri, args, &sr, ps,
-                            NGX_HTTP_SUBREQUEST_IN_MEMORY
-                            |NGX_HTTP_SUBREQUEST_WAITED)
-        != NGX_OK)
-    {
+    } else if (conf->method == NGX_HTTP_DQE_OAUTH_METHOD_GET) {
+        args = &conf->params;
+        body = NULL;
+
+    } else {
+        args = NULL;
+        body = &conf->params;
+    }
+
+    flags = NGX_HTTP_SUBREQUEST_IN_MEMORY
+            | (fetch->background ? NGX_HTTP_SUBREQUEST_BACKGROUND
+                                 : NGX_HTTP_SUBREQUEST_WAITED);
+
+    if (ngx_http_subrequest(r, &uri, args, &sr, ps, flags) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (conf->method == NGX_HTTP_DQE_OAUTH_METHOD_POST) {
+    if (body) {
         sr->method = NGX_HTTP_POST;
         ngx_str_set(&sr->method_name, "POST");
 
@@ -89,9 +121,9 @@ ngx_http_dqe_oauth_fetch(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
             return NGX_ERROR;
         }
 
-        b->start = conf->params.data;
+        b->start = body->data;
         b->pos = b->start;
-        b->last = b->start + conf->params.len;
+        b->last = b->start + body->len;
         b->end = b->last;
         b->memory = 1;
         b->last_buf = 1;
@@ -112,8 +144,7 @@ ngx_http_dqe_oauth_fetch(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
     }
 
     if (ngx_http_dqe_oauth_fetch_headers(r, sr,
-                                         sr->request_body
-                                         ? (off_t) conf->params.len : -1)
+                                         body ? (off_t) body->len : -1)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -128,12 +159,26 @@ ngx_http_dqe_oauth_fetch(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
     sr->write_event_handler = ngx_http_dqe_oauth_fetch_start;
 
     /* marks the subrequest for the body filter */
-    ngx_http_set_ctx(sr, ctx, ngx_http_dqe_oauth_module);
+    ngx_http_set_ctx(sr, fetch, ngx_http_dqe_oauth_module);
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "dqe_oauth fetch for %V", &conf->label);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "dqe_oauth %s%s for %V",
+                   fetch->background ? "renewal" : "fetch",
+                   fetch->refreshing ? " with the refresh token" : "",
+                   &conf->label);
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_dqe_oauth_fetch_cleanup(void *data)
+{
+    ngx_http_dqe_oauth_fetch_t  *fetch = data;
+
+    if (!fetch->done && !fetch->unmarked) {
+        ngx_http_dqe_oauth_zone_release(fetch->request, fetch);
+    }
 }
 
 
@@ -214,17 +259,23 @@ ngx_http_dqe_oauth_fetch_headers(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_dqe_oauth_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    off_t                      size;
-    ngx_chain_t               *cl;
-    ngx_http_dqe_oauth_ctx_t  *ctx;
+    off_t                        size;
+    ngx_chain_t                 *cl;
+    ngx_http_dqe_oauth_fetch_t  *fetch;
 
     if (r == r->main || !r->subrequest_in_memory) {
         return ngx_http_next_body_filter(r, in);
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
+    /*
+     * a request using the module has a ngx_http_dqe_oauth_ctx_t here, a
+     * token subrequest a ngx_http_dqe_oauth_fetch_t: both start with the
+     * request pointer, which is the subrequest itself only for the former
+     */
 
-    if (ctx == NULL || ctx->request == r) {
+    fetch = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
+
+    if (fetch == NULL || fetch->request == r) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -235,15 +286,15 @@ ngx_http_dqe_oauth_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         /* a reply broken off ends with a flush, not with the last buf */
         if (cl->buf->last_buf || cl->buf->last_in_chain) {
-            ctx->complete = 1;
+            fetch->complete = 1;
         }
     }
 
-    if (ctx->too_big
+    if (fetch->too_big
         || r->headers_out.content_length_n > NGX_HTTP_DQE_OAUTH_RESPONSE_MAX
-        || ctx->received + size > NGX_HTTP_DQE_OAUTH_RESPONSE_MAX)
+        || (off_t) fetch->received + size > NGX_HTTP_DQE_OAUTH_RESPONSE_MAX)
     {
-        ctx->too_big = 1;
+        fetch->too_big = 1;
 
         for (cl = in; cl; cl = cl->next) {
             cl->buf->pos = cl->buf->last;
@@ -253,7 +304,7 @@ ngx_http_dqe_oauth_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return NGX_OK;
     }
 
-    ctx->received += size;
+    fetch->received += size;
 
     return ngx_http_next_body_filter(r, in);
 }
@@ -263,18 +314,43 @@ static ngx_int_t
 ngx_http_dqe_oauth_fetch_done(ngx_http_request_t *sr, void *data,
     ngx_int_t rc)
 {
-    ngx_http_dqe_oauth_ctx_t  *ctx = data;
+    ngx_http_dqe_oauth_fetch_t *fetch = data;
 
-    if (ctx->state != NGX_HTTP_DQE_OAUTH_STATE_FETCHING || rc == NGX_AGAIN) {
+    ngx_http_dqe_oauth_ctx_t    *waiter;
+    ngx_http_dqe_oauth_token_t   tk;
+
+    if (fetch->done || rc == NGX_AGAIN) {
         return rc;
     }
 
-    ngx_http_dqe_oauth_fetch_result(sr, ctx, rc);
+    fetch->done = 1;
+    waiter = fetch->waiter;
 
-    ctx->state = NGX_HTTP_DQE_OAUTH_STATE_FETCHED;
+    if (ngx_http_dqe_oauth_fetch_result(sr, fetch, rc, &tk) == NGX_OK) {
+
+        ngx_http_dqe_oauth_zone_store(fetch->request, fetch, &tk);
+
+        if (waiter) {
+            waiter->state = NGX_HTTP_DQE_OAUTH_STATE_FETCHED;
+            waiter->error = NGX_HTTP_DQE_OAUTH_OK;
+
+            if (ngx_http_dqe_oauth_bearer(waiter->request, &waiter->header,
+                                          &tk.token)
+                != NGX_OK)
+            {
+                waiter->error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
+            }
+        }
+
+    } else if (!(fetch->refreshing && fetch->status >= 400
+                 && fetch->status < 500
+                 && ngx_http_dqe_oauth_fallback(sr, fetch) == NGX_OK))
+    {
+        ngx_http_dqe_oauth_fetch_failed(fetch);
+    }
 
     /*
-     * the outcome is in ctx; the subrequest itself ends quietly, so that
+     * the outcome is recorded; the subrequest itself ends quietly, so that
      * a failed token request never tears down the client's request
      */
 
@@ -288,16 +364,108 @@ ngx_http_dqe_oauth_fetch_done(ngx_http_request_t *sr, void *data,
 }
 
 
-static void
-ngx_http_dqe_oauth_fetch_result(ngx_http_request_t *sr,
-    ngx_http_dqe_oauth_ctx_t *ctx, ngx_int_t rc)
+/*
+ * DQE refused the refresh token: in the same renewal, ask for a new token
+ * with the licence and secret.  The new fetch takes over the in-flight
+ * mark and runs in the background; a request that waited for the first
+ * one waits for the entry again, as any other.
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_fallback(ngx_http_request_t *sr,
+    ngx_http_dqe_oauth_fetch_t *fetch)
 {
-    u_char                      *data;
-    size_t                       len;
-    ngx_int_t                    prc;
-    ngx_uint_t                   status, error;
-    ngx_http_upstream_t         *u;
-    ngx_http_dqe_oauth_token_t   tk;
+    u_char                      *p, buf[NGX_MAX_ERROR_STR];
+    ngx_http_dqe_oauth_fetch_t  *next;
+
+    next = ngx_palloc(fetch->request->pool, sizeof(ngx_http_dqe_oauth_fetch_t));
+    if (next == NULL) {
+        return NGX_ERROR;
+    }
+
+    *next = *fetch;
+
+    ngx_str_null(&next->body);
+    next->waiter = NULL;
+    next->refreshing = 0;
+    next->background = 1;
+    next->done = 0;
+    next->too_big = 0;
+    next->complete = 0;
+    next->received = 0;
+    next->error = NGX_HTTP_DQE_OAUTH_OK;
+    next->status = 0;
+    next->field = NULL;
+
+    p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), fetch->error,
+                                 fetch->status, fetch->field);
+
+    ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
+                  "dqe_oauth: DQE refused the refresh token for %V (%*s); "
+                  "asking for a new token", &fetch->conf->label,
+                  p - buf, buf);
+
+    if (ngx_http_dqe_oauth_fetch(next) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (fetch->waiter) {
+        fetch->waiter->state = NGX_HTTP_DQE_OAUTH_STATE_WAITING;
+        fetch->waiter->waited = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_dqe_oauth_fetch_failed(ngx_http_dqe_oauth_fetch_t *fetch)
+{
+    u_char                    *p, buf[NGX_MAX_ERROR_STR];
+    ngx_msec_t                 retry;
+    ngx_flag_t                 usable;
+    ngx_http_dqe_oauth_ctx_t  *waiter;
+
+    retry = ngx_http_dqe_oauth_zone_fail(fetch->request, fetch, &usable);
+
+    waiter = fetch->waiter;
+
+    if (waiter) {
+        /* its request logs the failure, with what it answers */
+        waiter->state = NGX_HTTP_DQE_OAUTH_STATE_FETCHED;
+        waiter->error = fetch->error;
+        waiter->status = fetch->status;
+        waiter->field = fetch->field;
+        waiter->retry_in = retry;
+        return;
+    }
+
+    p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), fetch->error,
+                                 fetch->status, fetch->field);
+
+    ngx_log_error(NGX_LOG_WARN, fetch->request->connection->log, 0,
+                  "dqe_oauth: renewing the token for %V failed: %*s; %s, "
+                  "next try in %M ms", &fetch->conf->label, p - buf, buf,
+                  usable ? "the current token is used until its cutoff"
+                         : "no token is left", retry);
+}
+
+
+/*
+ * Works out the outcome: NGX_OK with tk filled (pointing into the
+ * subrequest's buffer), or NGX_ERROR with fetch->error set.
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_fetch_result(ngx_http_request_t *sr,
+    ngx_http_dqe_oauth_fetch_t *fetch, ngx_int_t rc,
+    ngx_http_dqe_oauth_token_t *tk)
+{
+    u_char               *data;
+    size_t                len;
+    ngx_int_t             prc;
+    ngx_uint_t            status, error;
+    ngx_http_upstream_t  *u;
 
     status = sr->headers_out.status;
     u = sr->upstream;
@@ -315,21 +483,18 @@ ngx_http_dqe_oauth_fetch_result(ngx_http_request_t *sr,
                    "dqe_oauth fetch done: rc:%i status:%ui body:%uz",
                    rc, status, len);
 
-    ctx->status = status;
+    fetch->status = status;
 
-    if (ctx->too_big || (status == NGX_HTTP_OK && !ctx->complete)) {
+    if (fetch->too_big || (status == NGX_HTTP_OK && !fetch->complete)) {
+        /* the reply outgrew the buffer, or broke off */
         error = NGX_HTTP_DQE_OAUTH_ERR_TOO_BIG;
-        ctx->status = 0;
+        fetch->status = 0;
         goto failed;
     }
 
     if (status == 0 || rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
 
-        if (status == NGX_HTTP_OK) {
-            /* the reply started, then broke off or outgrew the buffer */
-            error = NGX_HTTP_DQE_OAUTH_ERR_TOO_BIG;
-
-        } else if (rc == NGX_HTTP_GATEWAY_TIME_OUT) {
+        if (rc == NGX_HTTP_GATEWAY_TIME_OUT) {
             error = NGX_HTTP_DQE_OAUTH_ERR_TIMEOUT;
 
         } else if (u && u->state
@@ -344,27 +509,18 @@ ngx_http_dqe_oauth_fetch_result(ngx_http_request_t *sr,
             goto status;
         }
 
-        ctx->status = 0;
+        fetch->status = 0;
         goto failed;
     }
 
 status:
 
     if (status == NGX_HTTP_OK) {
-        prc = ngx_http_dqe_oauth_parse_token(data, len, &tk);
+        prc = ngx_http_dqe_oauth_parse_token(data, len, tk);
 
         if (prc == NGX_OK) {
-            ngx_http_dqe_oauth_zone_store(ctx->request, ctx, &tk);
-
-            if (ngx_http_dqe_oauth_bearer(ctx->request, ctx, &tk.token)
-                != NGX_OK)
-            {
-                error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
-                goto failed;
-            }
-
-            ctx->error = NGX_HTTP_DQE_OAUTH_OK;
-            return;
+            fetch->error = NGX_HTTP_DQE_OAUTH_OK;
+            return NGX_OK;
         }
 
         if (prc == NGX_DECLINED) {
@@ -372,7 +528,7 @@ status:
 
         } else {
             error = NGX_HTTP_DQE_OAUTH_ERR_FIELD;
-            ctx->field = tk.field;
+            fetch->field = tk->field;
         }
 
     } else if (status >= 400 && status < 500) {
@@ -391,7 +547,98 @@ status:
 
 failed:
 
-    ctx->error = error;
+    fetch->error = error;
 
-    ngx_http_dqe_oauth_zone_fail(ctx->request, ctx);
+    return NGX_ERROR;
+}
+
+
+/* what went wrong and what to check, for one log line */
+
+u_char *
+ngx_http_dqe_oauth_cause(u_char *buf, u_char *last, ngx_uint_t error,
+    ngx_uint_t status, const char *field)
+{
+    switch (error) {
+
+    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_REQUEST:
+        return ngx_slprintf(buf, last,
+                            "DQE answered %ui invalid_request (a field is "
+                            "missing or empty): check dqe_oauth_licence, "
+                            "dqe_oauth_secret and dqe_oauth_scope", status);
+
+    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_CLIENT:
+        return ngx_slprintf(buf, last,
+                            "DQE answered %ui invalid_client (unknown or "
+                            "expired licence, or wrong secret): check "
+                            "dqe_oauth_licence and dqe_oauth_secret", status);
+
+    case NGX_HTTP_DQE_OAUTH_ERR_UNAUTHORIZED_CLIENT:
+        return ngx_slprintf(buf, last,
+                            "DQE answered %ui unauthorized_client (the "
+                            "licence is not allowed this scope): check "
+                            "dqe_oauth_scope, or ask DQE to add the scope to "
+                            "the licence", status);
+
+    case NGX_HTTP_DQE_OAUTH_ERR_UNSUPPORTED_GRANT:
+        return ngx_slprintf(buf, last,
+                            "DQE answered %ui unsupported_grant_type "
+                            "(unknown scope): check dqe_oauth_scope", status);
+
+    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_GRANT:
+        return ngx_slprintf(buf, last,
+                            "DQE answered %ui invalid_grant (the refresh "
+                            "token was refused)", status);
+
+    case NGX_HTTP_DQE_OAUTH_ERR_REJECTED:
+        return ngx_slprintf(buf, last,
+                            "DQE answered %ui without a known OAuth2 error: "
+                            "check that dqe_oauth_server is DQE's token "
+                            "server", status);
+
+    case NGX_HTTP_DQE_OAUTH_ERR_SERVER:
+        return ngx_slprintf(buf, last,
+                            "DQE answered %ui (a server error; DQE also "
+                            "answers 500 to an unknown parameter name): "
+                            "check dqe_oauth_server and DQE's status",
+                            status);
+
+    case NGX_HTTP_DQE_OAUTH_ERR_TIMEOUT:
+        return ngx_slprintf(buf, last,
+                            "the token request timed out: check "
+                            "dqe_oauth_server, proxy_connect_timeout and "
+                            "proxy_read_timeout");
+
+    case NGX_HTTP_DQE_OAUTH_ERR_CONNECT:
+        return ngx_slprintf(buf, last,
+                            "could not connect to the token server "
+                            "(refused, unreachable, or TLS handshake failed, "
+                            "see the line before): check dqe_oauth_server "
+                            "and proxy_ssl_*");
+
+    case NGX_HTTP_DQE_OAUTH_ERR_BROKEN:
+        return ngx_slprintf(buf, last,
+                            "the token server closed the connection or sent "
+                            "no valid HTTP response: check dqe_oauth_server");
+
+    case NGX_HTTP_DQE_OAUTH_ERR_TOO_BIG:
+        return ngx_slprintf(buf, last,
+                            "the token response was cut short or is larger "
+                            "than " NGX_HTTP_DQE_OAUTH_RESPONSE_TEXT);
+
+    case NGX_HTTP_DQE_OAUTH_ERR_JSON:
+        return ngx_slprintf(buf, last,
+                            "the token response is not a JSON object: check "
+                            "that dqe_oauth_server is DQE's token server");
+
+    case NGX_HTTP_DQE_OAUTH_ERR_FIELD:
+        return ngx_slprintf(buf, last,
+                            "the token response has no valid \"%s\"",
+                            field ? field : "access_token");
+
+    default: /* NGX_HTTP_DQE_OAUTH_ERR_INTERNAL */
+        return ngx_slprintf(buf, last,
+                            "could not start the token request "
+                            "(out of memory?)");
+    }
 }

@@ -24,13 +24,32 @@
 static ngx_http_dqe_oauth_ctx_t *ngx_http_dqe_oauth_create_ctx(
     ngx_http_request_t *r, ngx_http_dqe_oauth_loc_conf_t *conf);
 static void ngx_http_dqe_oauth_cleanup(void *data);
+static ngx_int_t ngx_http_dqe_oauth_start(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_fetch_t *f);
+static void ngx_http_dqe_oauth_renew(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_loc_conf_t *conf);
 static ngx_int_t ngx_http_dqe_oauth_wait(ngx_http_request_t *r,
     ngx_http_dqe_oauth_ctx_t *ctx);
 static void ngx_http_dqe_oauth_wait_handler(ngx_event_t *ev);
+static ngx_table_elt_t *ngx_http_dqe_oauth_ours(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dqe_oauth_set_header(ngx_http_request_t *r,
     ngx_str_t *value);
 static ngx_int_t ngx_http_dqe_oauth_fail(ngx_http_request_t *r,
     ngx_http_dqe_oauth_ctx_t *ctx);
+static ngx_int_t ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
+ngx_int_t
+ngx_http_dqe_oauth_handler_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_dqe_oauth_header_filter;
+
+    return NGX_OK;
+}
 
 
 ngx_int_t
@@ -39,6 +58,7 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
     ngx_int_t                       rc;
     ngx_str_t                       header;
     ngx_http_dqe_oauth_ctx_t       *ctx;
+    ngx_http_dqe_oauth_fetch_t      f;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
@@ -54,6 +74,11 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
         /* the warm path: one short lock, one allocation, no context */
 
         rc = ngx_http_dqe_oauth_zone_get(r, conf, &header);
+
+        if (rc == NGX_HTTP_DQE_OAUTH_RENEW) {
+            ngx_http_dqe_oauth_renew(r, conf);
+            rc = NGX_OK;
+        }
 
         if (rc == NGX_OK) {
             return ngx_http_dqe_oauth_set_header(r, &header);
@@ -100,7 +125,11 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
         }
     }
 
-    rc = ngx_http_dqe_oauth_zone_acquire(r, ctx);
+    ngx_memzero(&f, sizeof(ngx_http_dqe_oauth_fetch_t));
+    f.request = r;
+    f.conf = conf;
+
+    rc = ngx_http_dqe_oauth_zone_acquire(r, ctx, &f);
 
     switch (rc) {
 
@@ -115,16 +144,7 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
         return ngx_http_dqe_oauth_fail(r, ctx);
 
     case NGX_HTTP_DQE_OAUTH_FETCH:
-        ctx->state = NGX_HTTP_DQE_OAUTH_STATE_FETCHING;
-
-        if (ngx_http_dqe_oauth_fetch(r, ctx) != NGX_OK) {
-            ngx_http_dqe_oauth_zone_release(r, ctx);
-            ctx->state = NGX_HTTP_DQE_OAUTH_STATE_FETCHED;
-            ctx->error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
-            return ngx_http_dqe_oauth_fail(r, ctx);
-        }
-
-        return NGX_AGAIN;
+        return ngx_http_dqe_oauth_start(r, ctx, &f);
 
     default: /* NGX_ERROR */
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -161,7 +181,7 @@ ngx_http_dqe_oauth_create_ctx(ngx_http_request_t *r,
 }
 
 
-/* the request is gone: stop waiting, and let others take over our fetch */
+/* the request is gone: no timer may fire for it */
 
 static void
 ngx_http_dqe_oauth_cleanup(void *data)
@@ -171,9 +191,67 @@ ngx_http_dqe_oauth_cleanup(void *data)
     if (ctx->wait.timer_set) {
         ngx_del_timer(&ctx->wait);
     }
+}
 
-    if (ctx->state == NGX_HTTP_DQE_OAUTH_STATE_FETCHING && !ctx->unmarked) {
-        ngx_http_dqe_oauth_zone_release(ctx->request, ctx);
+
+/* this request fetches, and waits for its own subrequest */
+
+static ngx_int_t
+ngx_http_dqe_oauth_start(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
+    ngx_http_dqe_oauth_fetch_t *f)
+{
+    ngx_http_dqe_oauth_fetch_t  *fetch;
+
+    fetch = ngx_palloc(r->pool, sizeof(ngx_http_dqe_oauth_fetch_t));
+
+    if (fetch) {
+        *fetch = *f;
+        fetch->waiter = ctx;
+
+        ctx->state = NGX_HTTP_DQE_OAUTH_STATE_FETCHING;
+
+        if (ngx_http_dqe_oauth_fetch(fetch) == NGX_OK) {
+            return NGX_AGAIN;
+        }
+    }
+
+    if (!f->unmarked) {
+        ngx_http_dqe_oauth_zone_release(r, f);
+    }
+
+    ctx->error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
+
+    return ngx_http_dqe_oauth_fail(r, ctx);
+}
+
+
+/*
+ * Past its refresh point, the token is renewed in the background: this
+ * request goes on at once with the current one, and so do all others.
+ */
+
+static void
+ngx_http_dqe_oauth_renew(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_loc_conf_t *conf)
+{
+    ngx_http_dqe_oauth_fetch_t  *fetch;
+
+    fetch = ngx_pcalloc(r->pool, sizeof(ngx_http_dqe_oauth_fetch_t));
+    if (fetch == NULL) {
+        return;
+    }
+
+    fetch->request = r;
+    fetch->conf = conf;
+    fetch->background = 1;
+
+    if (ngx_http_dqe_oauth_zone_renew(r, fetch) != NGX_OK) {
+        /* another request started it meanwhile */
+        return;
+    }
+
+    if (ngx_http_dqe_oauth_fetch(fetch) != NGX_OK) {
+        ngx_http_dqe_oauth_zone_release(r, fetch);
     }
 }
 
@@ -183,9 +261,13 @@ ngx_http_dqe_oauth_wait(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
 {
     ctx->state = NGX_HTTP_DQE_OAUTH_STATE_WAITING;
 
-    ctx->wait_delay = ctx->wait_delay
-                      ? ngx_min(ctx->wait_delay * 2, NGX_HTTP_DQE_OAUTH_WAIT_MAX)
-                      : NGX_HTTP_DQE_OAUTH_WAIT_MIN;
+    if (ctx->wait_delay == 0) {
+        ctx->wait_delay = NGX_HTTP_DQE_OAUTH_WAIT_MIN;
+
+    } else {
+        ctx->wait_delay = ngx_min(ctx->wait_delay * 2,
+                                  NGX_HTTP_DQE_OAUTH_WAIT_MAX);
+    }
 
     ctx->wait.handler = ngx_http_dqe_oauth_wait_handler;
     ctx->wait.data = r;
@@ -222,8 +304,8 @@ ngx_http_dqe_oauth_wait_handler(ngx_event_t *ev)
 
 
 ngx_int_t
-ngx_http_dqe_oauth_bearer(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx, ngx_str_t *token)
+ngx_http_dqe_oauth_bearer(ngx_http_request_t *r, ngx_str_t *header,
+    ngx_str_t *token)
 {
     u_char  *p;
 
@@ -232,10 +314,10 @@ ngx_http_dqe_oauth_bearer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ctx->header.data = p;
+    header->data = p;
     p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
     p = ngx_cpymem(p, token->data, token->len);
-    ctx->header.len = p - ctx->header.data;
+    header->len = p - header->data;
 
     return NGX_OK;
 }
@@ -254,38 +336,43 @@ ngx_http_dqe_oauth_bearer(ngx_http_request_t *r,
 static u_char  ngx_http_dqe_oauth_lowcase_key[] = "authorization";
 
 
-static ngx_int_t
-ngx_http_dqe_oauth_set_header(ngx_http_request_t *r, ngx_str_t *value)
+/* our entry, put there before an internal redirect, or NULL */
+
+static ngx_table_elt_t *
+ngx_http_dqe_oauth_ours(ngx_http_request_t *r)
 {
     ngx_uint_t        i;
     ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *copy;
+    ngx_table_elt_t  *h;
 
-    h = NULL;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
 
-    if (r->internal) {
-        part = &r->headers_in.headers.part;
-        h = part->elts;
+    for (i = 0; /* void */ ; i++) {
 
-        for (i = 0; /* void */ ; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    h = NULL;
-                    break;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
             }
 
-            if (h[i].lowcase_key == ngx_http_dqe_oauth_lowcase_key) {
-                h = &h[i];
-                break;
-            }
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].lowcase_key == ngx_http_dqe_oauth_lowcase_key) {
+            return &h[i];
         }
     }
+}
+
+
+static ngx_int_t
+ngx_http_dqe_oauth_set_header(ngx_http_request_t *r, ngx_str_t *value)
+{
+    ngx_table_elt_t  *h, *copy;
+
+    h = r->internal ? ngx_http_dqe_oauth_ours(r) : NULL;
 
     if (h == NULL) {
         h = r->headers_in.authorization;
@@ -317,132 +404,73 @@ ngx_http_dqe_oauth_set_header(ngx_http_request_t *r, ngx_str_t *value)
 }
 
 
+/*
+ * The API answered 401 to a request that carried our token: that token
+ * is dropped if it is still the cached one.  The 401 goes to the client.
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t                       token;
+    ngx_table_elt_t                *h;
+    ngx_http_dqe_oauth_loc_conf_t  *conf;
+
+    if (r->headers_out.status != NGX_HTTP_UNAUTHORIZED
+        || r->upstream == NULL)
+    {
+        return ngx_http_next_header_filter(r);
+    }
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
+
+    if (conf->active) {
+        h = ngx_http_dqe_oauth_ours(r);
+
+        if (h && h->value.len > sizeof("Bearer ") - 1) {
+            token.data = h->value.data + sizeof("Bearer ") - 1;
+            token.len = h->value.len - (sizeof("Bearer ") - 1);
+
+            ngx_http_dqe_oauth_zone_purge(r, conf, &token);
+        }
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
 /* one error line that says what went wrong and what to check */
 
 static ngx_int_t
 ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
 {
-    char                           *action;
-    ngx_str_t                      *label;
-    ngx_log_t                      *log;
-    ngx_http_dqe_oauth_loc_conf_t  *conf;
+    u_char     *p, buf[NGX_MAX_ERROR_STR];
+    char       *action;
+    ngx_log_t  *log;
 
-    conf = ctx->conf;
-    label = &conf->label;
+    ctx->state = NGX_HTTP_DQE_OAUTH_STATE_DONE;
+
+    p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), ctx->error,
+                                 ctx->status, ctx->field);
+
     log = r->connection->log;
 
     /* not "while sending to client" left by the subrequest */
     action = log->action;
     log->action = NULL;
 
-    ctx->state = NGX_HTTP_DQE_OAUTH_STATE_DONE;
-
-    switch (ctx->error) {
-
-    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_REQUEST:
+    if (ctx->retry_in) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: DQE answered %ui "
-                      "invalid_request (a field is missing or empty): "
-                      "check dqe_oauth_licence, dqe_oauth_secret and "
-                      "dqe_oauth_scope", label, ctx->status);
-        break;
+                      "dqe_oauth: no token for %V: %*s; next token request "
+                      "in %M ms", &ctx->conf->label, p - buf, buf,
+                      ctx->retry_in);
 
-    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_CLIENT:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: DQE answered %ui "
-                      "invalid_client (unknown or expired licence, or wrong "
-                      "secret): check dqe_oauth_licence and dqe_oauth_secret",
-                      label, ctx->status);
-        break;
-
-    case NGX_HTTP_DQE_OAUTH_ERR_UNAUTHORIZED_CLIENT:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: DQE answered %ui "
-                      "unauthorized_client (the licence is not allowed this "
-                      "scope): check dqe_oauth_scope, or ask DQE to add the "
-                      "scope to the licence", label, ctx->status);
-        break;
-
-    case NGX_HTTP_DQE_OAUTH_ERR_UNSUPPORTED_GRANT:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: DQE answered %ui "
-                      "unsupported_grant_type (unknown scope): check "
-                      "dqe_oauth_scope", label, ctx->status);
-        break;
-
-    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_GRANT:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: DQE answered %ui "
-                      "invalid_grant (the refresh token was refused)",
-                      label, ctx->status);
-        break;
-
-    case NGX_HTTP_DQE_OAUTH_ERR_REJECTED:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: DQE answered %ui without "
-                      "a known OAuth2 error: check that dqe_oauth_server is "
-                      "DQE's token server", label, ctx->status);
-        break;
-
-    case NGX_HTTP_DQE_OAUTH_ERR_SERVER:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: DQE answered %ui (a server "
-                      "error; DQE also answers 500 to an unknown parameter "
-                      "name): check dqe_oauth_server and DQE's status",
-                      label, ctx->status);
-        break;
-
-    case NGX_HTTP_DQE_OAUTH_ERR_TIMEOUT:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: the token request timed "
-                      "out: check dqe_oauth_server, proxy_connect_timeout "
-                      "and proxy_read_timeout", label);
-        break;
-
-    case NGX_HTTP_DQE_OAUTH_ERR_CONNECT:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: could not connect to the "
-                      "token server (refused, unreachable, or TLS handshake "
-                      "failed, see the line before): check dqe_oauth_server "
-                      "and proxy_ssl_*", label);
-        break;
-
-    case NGX_HTTP_DQE_OAUTH_ERR_BROKEN:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: the token server closed "
-                      "the connection or sent no valid HTTP response: check "
-                      "dqe_oauth_server", label);
-        break;
-
-    case NGX_HTTP_DQE_OAUTH_ERR_TOO_BIG:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: the token response was "
-                      "cut short or is larger than "
-                      NGX_HTTP_DQE_OAUTH_RESPONSE_TEXT, label);
-        break;
-
-    case NGX_HTTP_DQE_OAUTH_ERR_JSON:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: the token response is not "
-                      "a JSON object: check that dqe_oauth_server is DQE's "
-                      "token server", label);
-        break;
-
-    case NGX_HTTP_DQE_OAUTH_ERR_FIELD:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: the token response has no "
-                      "valid \"%s\"", label,
-                      ctx->field ? ctx->field : "access_token");
-        break;
-
-    default: /* NGX_HTTP_DQE_OAUTH_ERR_INTERNAL */
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: could not start the token "
-                      "request (out of memory?)", label);
-        break;
+    } else {
+        ngx_log_error(NGX_LOG_ERR, log, 0, "dqe_oauth: no token for %V: %*s",
+                      &ctx->conf->label, p - buf, buf);
     }
 
     log->action = action;
 
-    return conf->error_status;
+    return ctx->conf->error_status;
 }

@@ -33,6 +33,8 @@ static char *ngx_http_dqe_oauth_set_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_dqe_oauth_set_method(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_dqe_oauth_set_ahead(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_dqe_oauth_set_status(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
@@ -100,6 +102,20 @@ static ngx_command_t  ngx_http_dqe_oauth_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_dqe_oauth_loc_conf_t, expiry_margin),
+      NULL },
+
+    { ngx_string("dqe_oauth_refresh_ahead"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_dqe_oauth_set_ahead,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("dqe_oauth_refresh_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, refresh_token),
       NULL },
 
     { ngx_string("dqe_oauth_error_status"),
@@ -200,6 +216,9 @@ ngx_http_dqe_oauth_create_loc_conf(ngx_conf_t *cf)
     conf->enable = NGX_CONF_UNSET;
     conf->method = NGX_CONF_UNSET_UINT;
     conf->expiry_margin = NGX_CONF_UNSET_MSEC;
+    conf->refresh_ahead = NGX_CONF_UNSET_MSEC;
+    conf->refresh_ahead_pct = NGX_CONF_UNSET_UINT;
+    conf->refresh_token = NGX_CONF_UNSET;
     conf->error_status = NGX_CONF_UNSET_UINT;
 
     return conf;
@@ -242,6 +261,19 @@ ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               10000);
     ngx_conf_merge_uint_value(conf->error_status, prev->error_status,
                               NGX_HTTP_BAD_GATEWAY);
+    ngx_conf_merge_value(conf->refresh_token, prev->refresh_token, 1);
+
+    /* the two fields of dqe_oauth_refresh_ahead are set together */
+
+    if (conf->refresh_ahead == NGX_CONF_UNSET_MSEC) {
+        conf->refresh_ahead = prev->refresh_ahead;
+        conf->refresh_ahead_pct = prev->refresh_ahead_pct;
+
+        if (conf->refresh_ahead == NGX_CONF_UNSET_MSEC) {
+            conf->refresh_ahead = 0;
+            conf->refresh_ahead_pct = 20;
+        }
+    }
 
     missing = NULL;
 
@@ -570,6 +602,56 @@ ngx_http_dqe_oauth_set_method(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid dqe_oauth_method \"%V\": use \"post\" "
                        "(the default) or \"get\"", &value[1]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* dqe_oauth_refresh_ahead 20% | 30s | off */
+
+static char *
+ngx_http_dqe_oauth_set_ahead(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_dqe_oauth_loc_conf_t *dlcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (dlcf->refresh_ahead != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        dlcf->refresh_ahead = 0;
+        dlcf->refresh_ahead_pct = 0;
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len > 1 && value[1].data[value[1].len - 1] == '%') {
+        n = ngx_atoi(value[1].data, value[1].len - 1);
+
+        if (n >= 0 && n <= 90) {
+            dlcf->refresh_ahead = 0;
+            dlcf->refresh_ahead_pct = n;
+            return NGX_CONF_OK;
+        }
+
+    } else {
+        n = ngx_parse_time(&value[1], 0);
+
+        if (n != NGX_ERROR) {
+            dlcf->refresh_ahead = n;
+            dlcf->refresh_ahead_pct = 0;
+            return NGX_CONF_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid dqe_oauth_refresh_ahead \"%V\": use a share "
+                       "of the token lifetime from 0%% to 90%% (e.g. 20%%), "
+                       "a time (e.g. 30s), or \"off\"", &value[1]);
 
     return NGX_CONF_ERROR;
 }
@@ -956,6 +1038,10 @@ ngx_http_dqe_oauth_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_dqe_oauth_handler;
+
+    if (ngx_http_dqe_oauth_handler_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_dqe_oauth_fetch_init(cf);
 }

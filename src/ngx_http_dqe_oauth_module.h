@@ -23,6 +23,7 @@
 #define NGX_HTTP_DQE_OAUTH_LOCATION        "/_dqe_oauth_token"
 #define NGX_HTTP_DQE_OAUTH_RESPONSE_MAX    16384
 #define NGX_HTTP_DQE_OAUTH_RESPONSE_TEXT   "16k"
+#define NGX_HTTP_DQE_OAUTH_REFRESH_LIFE    600000      /* DQE: 10 min */
 
 #define NGX_HTTP_DQE_OAUTH_METHOD_POST     0
 #define NGX_HTTP_DQE_OAUTH_METHOD_GET      1
@@ -69,6 +70,9 @@ typedef struct {
     ngx_str_t                       scope;
     ngx_uint_t                      method;
     ngx_msec_t                      expiry_margin;
+    ngx_msec_t                      refresh_ahead;  /* or NGX_CONF_UNSET */
+    ngx_uint_t                      refresh_ahead_pct;
+    ngx_flag_t                      refresh_token;
     ngx_uint_t                      error_status;
 
     ngx_http_dqe_oauth_endpoint_t  *endpoint;
@@ -150,7 +154,41 @@ typedef struct {
 } ngx_http_dqe_oauth_token_t;
 
 
-/* per request */
+typedef struct ngx_http_dqe_oauth_ctx_s  ngx_http_dqe_oauth_ctx_t;
+
+
+/*
+ * One token request: a subrequest of the request that started it, either
+ * waited for by that request (foreground), or not (background renewal).
+ * It holds the in-flight mark of its entry until it ends.
+ */
+
+typedef struct {
+    ngx_http_request_t             *request;    /* the parent */
+    ngx_http_dqe_oauth_loc_conf_t  *conf;
+    ngx_http_dqe_oauth_ctx_t       *waiter;     /* foreground: its ctx */
+
+    ngx_uint_t                      id;         /* the in-flight mark */
+    ngx_msec_t                      start;
+
+    ngx_str_t                       body;       /* refresh flow only */
+
+    ngx_uint_t                      error;
+    ngx_uint_t                      status;     /* from DQE, or 0 */
+    const char                     *field;
+
+    size_t                          received;   /* reply bytes */
+
+    unsigned                        refreshing:1;
+    unsigned                        background:1;
+    unsigned                        unmarked:1;
+    unsigned                        done:1;
+    unsigned                        too_big:1;
+    unsigned                        complete:1; /* the reply's last buf */
+} ngx_http_dqe_oauth_fetch_t;
+
+
+/* per request, once the warm path is not enough */
 
 typedef enum {
     NGX_HTTP_DQE_OAUTH_STATE_NEW = 0,
@@ -161,7 +199,7 @@ typedef enum {
 } ngx_http_dqe_oauth_state_e;
 
 
-typedef struct {
+struct ngx_http_dqe_oauth_ctx_s {
     ngx_http_request_t             *request;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
     ngx_uint_t                      state;
@@ -169,25 +207,16 @@ typedef struct {
     ngx_str_t                       header;     /* "Bearer <token>" */
 
     ngx_uint_t                      error;
-    ngx_uint_t                      status;     /* from DQE, or 0 */
-    const char                     *field;      /* the bad one, if any */
-
-    ngx_uint_t                      generation; /* of the token used */
+    ngx_uint_t                      status;
+    const char                     *field;
+    ngx_msec_t                      retry_in;   /* backoff left, if any */
 
     ngx_msec_t                      wait_delay;
     ngx_uint_t                      completed;  /* as seen at first wait */
     ngx_event_t                     wait;
 
-    ngx_uint_t                      fetch_id;
-    ngx_msec_t                      fetch_start;
-
-    size_t                          received;   /* token response bytes */
-
     unsigned                        waited:1;
-    unsigned                        unmarked:1;
-    unsigned                        too_big:1;
-    unsigned                        complete:1; /* the reply's last buf */
-} ngx_http_dqe_oauth_ctx_t;
+};
 
 
 /* ngx_http_dqe_oauth_zone.c */
@@ -199,22 +228,28 @@ ngx_shm_zone_t *ngx_http_dqe_oauth_add_zone(ngx_conf_t *cf, ngx_str_t *name,
 #define NGX_HTTP_DQE_OAUTH_WAIT     1
 #define NGX_HTTP_DQE_OAUTH_FETCH    2
 #define NGX_HTTP_DQE_OAUTH_FAILED   3
+#define NGX_HTTP_DQE_OAUTH_RENEW    4
 
 ngx_int_t ngx_http_dqe_oauth_zone_get(ngx_http_request_t *r,
     ngx_http_dqe_oauth_loc_conf_t *conf, ngx_str_t *header);
 ngx_int_t ngx_http_dqe_oauth_zone_acquire(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx);
+    ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_fetch_t *fetch);
+ngx_int_t ngx_http_dqe_oauth_zone_renew(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_fetch_t *fetch);
 void ngx_http_dqe_oauth_zone_store(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_token_t *tk);
-void ngx_http_dqe_oauth_zone_fail(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx);
+    ngx_http_dqe_oauth_fetch_t *fetch, ngx_http_dqe_oauth_token_t *tk);
+ngx_msec_t ngx_http_dqe_oauth_zone_fail(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_fetch_t *fetch, ngx_flag_t *usable);
 void ngx_http_dqe_oauth_zone_release(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx);
+    ngx_http_dqe_oauth_fetch_t *fetch);
+void ngx_http_dqe_oauth_zone_purge(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_loc_conf_t *conf, ngx_str_t *token);
 
 /* ngx_http_dqe_oauth_fetch.c */
-ngx_int_t ngx_http_dqe_oauth_fetch(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx);
+ngx_int_t ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_fetch_t *fetch);
 ngx_int_t ngx_http_dqe_oauth_fetch_init(ngx_conf_t *cf);
+u_char *ngx_http_dqe_oauth_cause(u_char *buf, u_char *last,
+    ngx_uint_t error, ngx_uint_t status, const char *field);
 
 /* ngx_http_dqe_oauth_parse.c */
 ngx_int_t ngx_http_dqe_oauth_parse_token(u_char *data, size_t len,
@@ -223,8 +258,9 @@ ngx_uint_t ngx_http_dqe_oauth_parse_error(u_char *data, size_t len);
 
 /* ngx_http_dqe_oauth_handler.c */
 ngx_int_t ngx_http_dqe_oauth_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_dqe_oauth_bearer(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx, ngx_str_t *token);
+ngx_int_t ngx_http_dqe_oauth_handler_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_dqe_oauth_bearer(ngx_http_request_t *r, ngx_str_t *header,
+    ngx_str_t *token);
 
 
 extern ngx_module_t  ngx_http_dqe_oauth_module;

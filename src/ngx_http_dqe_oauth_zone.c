@@ -29,13 +29,18 @@ static void ngx_http_dqe_oauth_delete(ngx_http_dqe_oauth_zone_t *zone,
     ngx_http_dqe_oauth_node_t *node);
 static ngx_flag_t ngx_http_dqe_oauth_stale(ngx_http_dqe_oauth_node_t *node,
     ngx_msec_t now, ngx_msec_t timeout);
+static ngx_int_t ngx_http_dqe_oauth_copy(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_node_t *dn, ngx_str_t *header);
+static void ngx_http_dqe_oauth_mark(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_node_t *dn, ngx_http_dqe_oauth_fetch_t *fetch,
+    ngx_msec_t now);
 static ngx_http_dqe_oauth_zone_t *ngx_http_dqe_oauth_get_zone(
     ngx_http_request_t *r);
 
 
-/* the fetch mark of this very request */
-#define ngx_http_dqe_oauth_ours(dn, ctx)                                     \
-    ((dn)->fetch_pid == ngx_pid && (dn)->fetch_id == (ctx)->fetch_id)
+/* the in-flight mark of this very fetch */
+#define ngx_http_dqe_oauth_ours(dn, fetch)                                   \
+    ((dn)->fetch_pid == ngx_pid && (dn)->fetch_id == (fetch)->id)
 
 
 static ngx_uint_t  ngx_http_dqe_oauth_fetch_id;
@@ -346,21 +351,101 @@ ngx_http_dqe_oauth_get_zone(ngx_http_request_t *r)
 }
 
 
+/* the lock is held: "Bearer <token>" into the request's pool */
+
+static ngx_int_t
+ngx_http_dqe_oauth_copy(ngx_http_request_t *r, ngx_http_dqe_oauth_node_t *dn,
+    ngx_str_t *header)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, sizeof("Bearer ") - 1 + dn->token_len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    header->data = p;
+    p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
+    p = ngx_cpymem(p, dn->token, dn->token_len);
+    header->len = p - header->data;
+
+    return NGX_OK;
+}
+
+
 /*
- * The fast path: a live token is copied out as "Bearer <token>" under
- * one short lock.  NGX_DECLINED means no live token.
+ * The lock is held: sets the in-flight mark for this fetch and, when the
+ * entry holds a refresh token still young enough, prepares DQE's refresh
+ * request: access_token, refresh_token, scope=refresh_token.
+ */
+
+static void
+ngx_http_dqe_oauth_mark(ngx_http_request_t *r, ngx_http_dqe_oauth_node_t *dn,
+    ngx_http_dqe_oauth_fetch_t *fetch, ngx_msec_t now)
+{
+    u_char  *p;
+    size_t   len;
+
+    dn->fetch_pid = ngx_pid;
+    dn->fetch_id = ++ngx_http_dqe_oauth_fetch_id;
+    dn->fetch_start = now;
+
+    fetch->id = dn->fetch_id;
+    fetch->start = now;
+
+    if (!fetch->conf->refresh_token || dn->token == NULL
+        || dn->refresh == NULL
+        || (ngx_msec_int_t) (dn->refresh_until - now) <= 0)
+    {
+        return;
+    }
+
+    len = sizeof("access_token=&refresh_token=&scope=refresh_token") - 1
+          + dn->token_len + dn->refresh_len
+          + 2 * ngx_escape_uri(NULL, dn->token, dn->token_len,
+                               NGX_ESCAPE_URI_COMPONENT)
+          + 2 * ngx_escape_uri(NULL, dn->refresh, dn->refresh_len,
+                               NGX_ESCAPE_URI_COMPONENT);
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        /* the client-credentials request will do */
+        return;
+    }
+
+    fetch->body.data = p;
+
+    p = ngx_cpymem(p, "access_token=", sizeof("access_token=") - 1);
+    p = (u_char *) ngx_escape_uri(p, dn->token, dn->token_len,
+                                  NGX_ESCAPE_URI_COMPONENT);
+    p = ngx_cpymem(p, "&refresh_token=", sizeof("&refresh_token=") - 1);
+    p = (u_char *) ngx_escape_uri(p, dn->refresh, dn->refresh_len,
+                                  NGX_ESCAPE_URI_COMPONENT);
+    p = ngx_cpymem(p, "&scope=refresh_token",
+                   sizeof("&scope=refresh_token") - 1);
+
+    fetch->body.len = p - fetch->body.data;
+    fetch->refreshing = 1;
+}
+
+
+/*
+ * The warm path: a live token is copied out as "Bearer <token>" under one
+ * short lock.  NGX_HTTP_DQE_OAUTH_RENEW: the same, and the token is past
+ * its refresh point with no renewal under way; NGX_DECLINED: no live token.
  */
 
 ngx_int_t
 ngx_http_dqe_oauth_zone_get(ngx_http_request_t *r,
     ngx_http_dqe_oauth_loc_conf_t *conf, ngx_str_t *header)
 {
-    u_char                     *p;
     ngx_int_t                   rc;
+    ngx_msec_t                  now;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
 
     zone = ngx_http_dqe_oauth_get_zone(r);
+    now = ngx_current_msec;
 
     rc = NGX_DECLINED;
 
@@ -368,25 +453,60 @@ ngx_http_dqe_oauth_zone_get(ngx_http_request_t *r,
 
     dn = ngx_http_dqe_oauth_lookup(zone, conf->digest);
 
-    if (dn && dn->token
-        && (ngx_msec_int_t) (dn->cutoff - ngx_current_msec) > 0)
-    {
+    if (dn && dn->token && (ngx_msec_int_t) (dn->cutoff - now) > 0) {
+
         ngx_queue_remove(&dn->queue);
         ngx_queue_insert_head(&zone->sh->queue, &dn->queue);
 
-        p = ngx_pnalloc(r->pool, sizeof("Bearer ") - 1 + dn->token_len);
+        rc = ngx_http_dqe_oauth_copy(r, dn, header);
 
-        if (p == NULL) {
-            rc = NGX_ERROR;
-
-        } else {
-            header->data = p;
-            p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
-            p = ngx_cpymem(p, dn->token, dn->token_len);
-            header->len = p - header->data;
-
-            rc = NGX_OK;
+        if (rc == NGX_OK
+            && (ngx_msec_int_t) (now - dn->refresh_at) >= 0
+            && (ngx_msec_int_t) (now - dn->backoff_until) >= 0
+            && (dn->fetch_pid == 0
+                || (ngx_msec_int_t) (now - dn->fetch_start)
+                   > (ngx_msec_int_t) conf->endpoint->timeout))
+        {
+            rc = NGX_HTTP_DQE_OAUTH_RENEW;
         }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return rc;
+}
+
+
+/* a renewal ahead of the cutoff: marks the entry, unless another did */
+
+ngx_int_t
+ngx_http_dqe_oauth_zone_renew(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_fetch_t *fetch)
+{
+    ngx_int_t                   rc;
+    ngx_msec_t                  now;
+    ngx_http_dqe_oauth_zone_t  *zone;
+    ngx_http_dqe_oauth_node_t  *dn;
+
+    zone = ngx_http_dqe_oauth_get_zone(r);
+    now = ngx_current_msec;
+
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    dn = ngx_http_dqe_oauth_lookup(zone, fetch->conf->digest);
+
+    if (dn && dn->token
+        && (ngx_msec_int_t) (dn->cutoff - now) > 0
+        && (ngx_msec_int_t) (now - dn->refresh_at) >= 0
+        && (ngx_msec_int_t) (now - dn->backoff_until) >= 0
+        && (dn->fetch_pid == 0
+            || ngx_http_dqe_oauth_stale(dn, now,
+                                        fetch->conf->endpoint->timeout)))
+    {
+        ngx_http_dqe_oauth_mark(r, dn, fetch, now);
+        rc = NGX_OK;
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -398,15 +518,15 @@ ngx_http_dqe_oauth_zone_get(ngx_http_request_t *r,
 /*
  * The slow path, once no live token was found: either one has landed
  * meanwhile (HIT), or a fetch is in flight elsewhere (WAIT), or the fetch
- * this request waited for failed (FAILED), or this request must fetch
- * (FETCH), the in-flight mark being set in the same critical section.
+ * this request waited for failed, or the last failure is too recent to
+ * ask again (FAILED), or this request must fetch (FETCH), the in-flight
+ * mark being set in the same critical section.
  */
 
 ngx_int_t
 ngx_http_dqe_oauth_zone_acquire(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx)
+    ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_fetch_t *fetch)
 {
-    u_char                         *p;
     ngx_int_t                       rc;
     ngx_pid_t                       pid;
     ngx_msec_t                      now;
@@ -426,9 +546,10 @@ ngx_http_dqe_oauth_zone_acquire(ngx_http_request_t *r,
     if (dn == NULL) {
         dn = ngx_http_dqe_oauth_create(zone, conf);
         if (dn == NULL) {
-            /* not even an entry fits: fetch unmarked, and say so */
+            /* not even an entry fits: fetch unmarked, and say so later */
             ngx_shmtx_unlock(&zone->shpool->mutex);
-            ctx->unmarked = 1;
+            fetch->unmarked = 1;
+            fetch->start = now;
             return NGX_HTTP_DQE_OAUTH_FETCH;
         }
     }
@@ -437,28 +558,17 @@ ngx_http_dqe_oauth_zone_acquire(ngx_http_request_t *r,
     ngx_queue_insert_head(&zone->sh->queue, &dn->queue);
 
     if (dn->token && (ngx_msec_int_t) (dn->cutoff - now) > 0) {
-
-        p = ngx_pnalloc(r->pool, sizeof("Bearer ") - 1 + dn->token_len);
-        if (p == NULL) {
-            rc = NGX_ERROR;
-            goto done;
+        rc = ngx_http_dqe_oauth_copy(r, dn, &ctx->header);
+        if (rc == NGX_OK) {
+            rc = NGX_HTTP_DQE_OAUTH_HIT;
         }
 
-        ctx->header.data = p;
-        p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
-        p = ngx_cpymem(p, dn->token, dn->token_len);
-        ctx->header.len = p - ctx->header.data;
-
-        rc = NGX_HTTP_DQE_OAUTH_HIT;
         goto done;
     }
 
     if (ctx->waited && dn->completed != ctx->completed && dn->failed) {
         /* the fetch this request waited for has failed */
-        ctx->error = dn->error;
-        ctx->status = dn->status;
-        rc = NGX_HTTP_DQE_OAUTH_FAILED;
-        goto done;
+        goto failed;
     }
 
     if (dn->fetch_pid) {
@@ -474,15 +584,25 @@ ngx_http_dqe_oauth_zone_acquire(ngx_http_request_t *r,
         }
 
         pid = dn->fetch_pid;
+
+    } else if ((ngx_msec_int_t) (dn->backoff_until - now) > 0) {
+        /* failed a moment ago: DQE is not asked again before the backoff */
+        goto failed;
     }
 
-    dn->fetch_pid = ngx_pid;
-    dn->fetch_id = ++ngx_http_dqe_oauth_fetch_id;
-    dn->fetch_start = now;
-    ctx->fetch_id = dn->fetch_id;
-    ctx->fetch_start = now;
+    ngx_http_dqe_oauth_mark(r, dn, fetch, now);
 
     rc = NGX_HTTP_DQE_OAUTH_FETCH;
+    goto done;
+
+failed:
+
+    ctx->error = dn->error;
+    ctx->status = dn->status;
+    ctx->retry_in = ((ngx_msec_int_t) (dn->backoff_until - now) > 0)
+                    ? dn->backoff_until - now : 0;
+
+    rc = NGX_HTTP_DQE_OAUTH_FAILED;
 
 done:
 
@@ -500,24 +620,31 @@ done:
 
 /*
  * A token has been fetched: store it, and work out when it stops being
- * used (its cutoff) and when a renewal should start.
+ * used (its cutoff) and when a renewal should start (its refresh point).
  */
 
 void
 ngx_http_dqe_oauth_zone_store(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_token_t *tk)
+    ngx_http_dqe_oauth_fetch_t *fetch, ngx_http_dqe_oauth_token_t *tk)
 {
     u_char                         *blob;
-    ngx_msec_t                      lifetime, margin;
+    ngx_msec_t                      lifetime, margin, ahead;
     ngx_http_dqe_oauth_zone_t      *zone;
     ngx_http_dqe_oauth_node_t      *dn;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
-    conf = ctx->conf;
+    conf = fetch->conf;
     zone = ngx_http_dqe_oauth_get_zone(r);
 
     lifetime = (ngx_msec_t) tk->expires_in * 1000;
     margin = ngx_min(conf->expiry_margin, lifetime / 4);
+
+    if (conf->refresh_ahead_pct) {
+        ahead = lifetime / 100 * conf->refresh_ahead_pct;
+
+    } else {
+        ahead = ngx_min(conf->refresh_ahead, lifetime - margin);
+    }
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -548,11 +675,13 @@ ngx_http_dqe_oauth_zone_store(ngx_http_request_t *r,
     dn->refresh = tk->refresh.len ? blob + tk->token.len : NULL;
     dn->refresh_len = (u_short) tk->refresh.len;
 
+    /* the clock starts when the request left, not when the reply came */
+
     dn->generation++;
-    dn->obtained = ctx->fetch_start;
-    dn->cutoff = ctx->fetch_start + lifetime - margin;
-    dn->refresh_at = dn->cutoff - lifetime / 5;
-    dn->refresh_until = ctx->fetch_start + 600000;
+    dn->obtained = fetch->start;
+    dn->cutoff = fetch->start + lifetime - margin;
+    dn->refresh_at = dn->cutoff - ahead;
+    dn->refresh_until = fetch->start + NGX_HTTP_DQE_OAUTH_REFRESH_LIFE;
 
     dn->failed = 0;
     dn->error = NGX_HTTP_DQE_OAUTH_OK;
@@ -560,9 +689,7 @@ ngx_http_dqe_oauth_zone_store(ngx_http_request_t *r,
     dn->backoff = 0;
     dn->backoff_until = 0;
 
-    ctx->generation = dn->generation;
-
-    if (ngx_http_dqe_oauth_ours(dn, ctx)) {
+    if (ngx_http_dqe_oauth_ours(dn, fetch)) {
         dn->fetch_pid = 0;
     }
 
@@ -574,7 +701,7 @@ ngx_http_dqe_oauth_zone_store(ngx_http_request_t *r,
 
 nomem:
 
-    if (dn && ngx_http_dqe_oauth_ours(dn, ctx)) {
+    if (dn && ngx_http_dqe_oauth_ours(dn, fetch)) {
         dn->fetch_pid = 0;
         dn->completed++;
     }
@@ -588,34 +715,73 @@ nomem:
 }
 
 
-/* the fetch failed: remember why, so that waiters can tell */
+/*
+ * The fetch failed: remember why, so that waiters can tell, and back off:
+ * DQE refusing the credentials is not going to change soon (10 s doubling
+ * up to 5 min), a server or network error may (1 s doubling up to 30 s).
+ * Returns how long until the next try; *usable: a live token remains.
+ */
 
-void
+ngx_msec_t
 ngx_http_dqe_oauth_zone_fail(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx)
+    ngx_http_dqe_oauth_fetch_t *fetch, ngx_flag_t *usable)
 {
+    ngx_msec_t                  now, first, last, backoff;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
 
     zone = ngx_http_dqe_oauth_get_zone(r);
+    now = ngx_current_msec;
+
+    switch (fetch->error) {
+
+    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_REQUEST:
+    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_CLIENT:
+    case NGX_HTTP_DQE_OAUTH_ERR_UNAUTHORIZED_CLIENT:
+    case NGX_HTTP_DQE_OAUTH_ERR_UNSUPPORTED_GRANT:
+    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_GRANT:
+    case NGX_HTTP_DQE_OAUTH_ERR_REJECTED:
+        first = 10000;
+        last = 300000;
+        break;
+
+    default:
+        first = 1000;
+        last = 30000;
+    }
+
+    *usable = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    dn = ngx_http_dqe_oauth_lookup(zone, ctx->conf->digest);
+    dn = ngx_http_dqe_oauth_lookup(zone, fetch->conf->digest);
 
-    if (dn) {
-        dn->failed = ngx_current_msec;
-        dn->error = ctx->error;
-        dn->status = ctx->status;
-
-        if (ngx_http_dqe_oauth_ours(dn, ctx)) {
-            dn->fetch_pid = 0;
-        }
-
-        dn->completed++;
+    if (dn == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return 0;
     }
 
+    dn->failed = now;
+    dn->error = fetch->error;
+    dn->status = fetch->status;
+
+    backoff = dn->backoff ? ngx_min(dn->backoff * 2, last) : first;
+    backoff = ngx_max(backoff, first);
+
+    dn->backoff = backoff;
+    dn->backoff_until = now + backoff;
+
+    if (ngx_http_dqe_oauth_ours(dn, fetch)) {
+        dn->fetch_pid = 0;
+    }
+
+    dn->completed++;
+
+    *usable = (dn->token && (ngx_msec_int_t) (dn->cutoff - now) > 0);
+
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return backoff;
 }
 
 
@@ -623,7 +789,7 @@ ngx_http_dqe_oauth_zone_fail(ngx_http_request_t *r,
 
 void
 ngx_http_dqe_oauth_zone_release(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx)
+    ngx_http_dqe_oauth_fetch_t *fetch)
 {
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
@@ -632,11 +798,57 @@ ngx_http_dqe_oauth_zone_release(ngx_http_request_t *r,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    dn = ngx_http_dqe_oauth_lookup(zone, ctx->conf->digest);
+    dn = ngx_http_dqe_oauth_lookup(zone, fetch->conf->digest);
 
-    if (dn && ngx_http_dqe_oauth_ours(dn, ctx)) {
+    if (dn && ngx_http_dqe_oauth_ours(dn, fetch)) {
         dn->fetch_pid = 0;
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/*
+ * The upstream answered 401 to a request that carried this token: if it
+ * is still the one cached, it is not used again.  Its text is kept, as
+ * DQE's refresh request names it.
+ */
+
+void
+ngx_http_dqe_oauth_zone_purge(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_loc_conf_t *conf, ngx_str_t *token)
+{
+    ngx_msec_t                  now;
+    ngx_flag_t                  purged;
+    ngx_http_dqe_oauth_zone_t  *zone;
+    ngx_http_dqe_oauth_node_t  *dn;
+
+    zone = ngx_http_dqe_oauth_get_zone(r);
+    now = ngx_current_msec;
+    purged = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    dn = ngx_http_dqe_oauth_lookup(zone, conf->digest);
+
+    if (dn && dn->token
+        && (ngx_msec_int_t) (dn->cutoff - now) > 0
+        && dn->token_len == token->len
+        && ngx_memcmp(dn->token, token->data, token->len) == 0)
+    {
+        dn->cutoff = now;
+        dn->refresh_at = now;
+        dn->backoff = 0;
+        dn->backoff_until = 0;
+        purged = 1;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (purged) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "dqe_oauth: the API refused the token for %V (401): "
+                      "it is dropped, the next request gets a new one",
+                      &conf->label);
+    }
 }

@@ -38,7 +38,7 @@ __DATA__
 [qr/\A(?!.*(?:TK|invalid_|Invalid|error_description|not http))(?s:.*)502/s,
  qr/"token_requests":\{"GET":0,"POST":0\}/]
 --- error_log eval
-[qr/dqe_oauth: no token for server "http:\/\/127.0.0.1:\d+", licence "123456", scope "client_address": DQE answered 400 invalid_request \(a field is missing or empty\): check dqe_oauth_licence, dqe_oauth_secret and dqe_oauth_scope, client: 127.0.0.1/]
+[qr/dqe_oauth: no token for server "http:\/\/127.0.0.1:\d+", licence "123456", scope "client_address": DQE answered 400 invalid_request \(a field is missing or empty\): check dqe_oauth_licence, dqe_oauth_secret and dqe_oauth_scope; next token request in 10000 ms, client: 127.0.0.1/]
 
 
 
@@ -59,7 +59,7 @@ __DATA__
 [qr/\A(?!.*(?:TK|invalid_|Invalid|error_description|not http))(?s:.*)502/s,
  qr/"invalid_client":1,/]
 --- error_log eval
-[qr/no token for server "https:\/\/127.0.0.1:\d+", licence "999999", scope "client_address": DQE answered 400 invalid_client \(unknown or expired licence, or wrong secret\): check dqe_oauth_licence and dqe_oauth_secret, client/]
+[qr/no token for server "https:\/\/127.0.0.1:\d+", licence "999999", scope "client_address": DQE answered 400 invalid_client \(unknown or expired licence, or wrong secret\): check dqe_oauth_licence and dqe_oauth_secret; next token request in 10000 ms, client/]
 
 
 
