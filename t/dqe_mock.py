@@ -65,6 +65,11 @@ DEFAULT_LICENCES = [
      "expired": False},
     {"id": "999999", "secret": "s3cr3t-pass", "scopes": list(KNOWN_SCOPES),
      "expired": True},
+] + [
+    # many credential sets, for cache-size tests: 100000 .. 100999
+    {"id": str(100000 + i), "secret": "bulk-pass",
+     "scopes": list(KNOWN_SCOPES), "expired": False}
+    for i in range(1000)
 ]
 
 
