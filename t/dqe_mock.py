@@ -138,6 +138,10 @@ class State:
         # refresh token -> {"at", "licence", "scope", "issued", "used"}
         self.refresh = {}
         self.fault = None
+        self.reset_counters_locked()
+
+    def reset_counters_locked(self):
+        """Zero the counters only: tokens, config and fault stay."""
         self.token_requests = {"GET": 0, "POST": 0}
         self.token_status = {"200": 0, "400": 0, "500": 0}
         self.token_errors = {c: 0 for c in ERROR_CODES}
@@ -625,11 +629,15 @@ class Handler(BaseHTTPRequestHandler):
         if name == "health":
             self.send(200, b"ok", "text/plain")
         elif name == "stats":
-            # stats?reset=1: the counts so far, then a reset, in one step
+            # stats?reset=1: the counts so far, then a reset, in one step;
+            # stats?reset=counters: the same, but issued tokens stay live
             with st.lock:
                 obj = st.stats_locked()
-                if dict(params).get("reset") == "1":
+                reset = dict(params).get("reset")
+                if reset == "1":
                     st.reset_locked()
+                elif reset == "counters":
+                    st.reset_counters_locked()
             self.send_json(200, obj)
         elif name == "reset":
             with st.lock:

@@ -125,7 +125,10 @@ sub import {
 
     start_mock() unless $mock_pid;
 
-    Test::Nginx::Socket::add_block_preprocessor(\&defaults);
+    # scenario scripts use the mock without Test::Nginx
+    if (defined &Test::Nginx::Socket::add_block_preprocessor) {
+        Test::Nginx::Socket::add_block_preprocessor(\&defaults);
+    }
 }
 
 sub defaults {
