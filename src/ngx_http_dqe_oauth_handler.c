@@ -39,7 +39,39 @@ static ngx_int_t ngx_http_dqe_oauth_fail(ngx_http_request_t *r,
 static ngx_int_t ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r);
 
 
+static ngx_int_t ngx_http_dqe_oauth_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
+static ngx_http_variable_t  ngx_http_dqe_oauth_vars[] = {
+
+    { ngx_string("dqe_oauth_status"), NULL,
+      ngx_http_dqe_oauth_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+ngx_int_t
+ngx_http_dqe_oauth_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_dqe_oauth_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
 
 
 ngx_int_t
@@ -118,6 +150,7 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
             }
 
             ctx->state = NGX_HTTP_DQE_OAUTH_STATE_DONE;
+            ngx_str_set(&ctx->outcome, "MISS");
             return ngx_http_dqe_oauth_set_header(r, &ctx->header);
 
         default: /* NGX_HTTP_DQE_OAUTH_STATE_NEW */
@@ -135,6 +168,14 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
 
     case NGX_HTTP_DQE_OAUTH_HIT:
         ctx->state = NGX_HTTP_DQE_OAUTH_STATE_DONE;
+
+        if (ctx->waited) {
+            ngx_str_set(&ctx->outcome, "WAIT");
+
+        } else {
+            ngx_str_set(&ctx->outcome, "HIT");
+        }
+
         return ngx_http_dqe_oauth_set_header(r, &ctx->header);
 
     case NGX_HTTP_DQE_OAUTH_WAIT:
@@ -234,6 +275,7 @@ static void
 ngx_http_dqe_oauth_renew(ngx_http_request_t *r,
     ngx_http_dqe_oauth_loc_conf_t *conf)
 {
+    ngx_http_dqe_oauth_ctx_t    *ctx;
     ngx_http_dqe_oauth_fetch_t  *fetch;
 
     fetch = ngx_pcalloc(r->pool, sizeof(ngx_http_dqe_oauth_fetch_t));
@@ -252,6 +294,14 @@ ngx_http_dqe_oauth_renew(ngx_http_request_t *r,
 
     if (ngx_http_dqe_oauth_fetch(fetch) != NGX_OK) {
         ngx_http_dqe_oauth_zone_release(r, fetch);
+        return;
+    }
+
+    ctx = ngx_http_dqe_oauth_create_ctx(r, conf);
+
+    if (ctx) {
+        ctx->state = NGX_HTTP_DQE_OAUTH_STATE_DONE;
+        ngx_str_set(&ctx->outcome, "RENEW");
     }
 }
 
@@ -449,6 +499,7 @@ ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
     ngx_log_t  *log;
 
     ctx->state = NGX_HTTP_DQE_OAUTH_STATE_DONE;
+    ngx_str_set(&ctx->outcome, "ERROR");
 
     p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), ctx->error,
                                  ctx->status, ctx->field);
@@ -473,4 +524,51 @@ ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
     log->action = action;
 
     return ctx->conf->error_status;
+}
+
+
+/*
+ * $dqe_oauth_status: how this request got its token, for access logs:
+ * HIT (cached), RENEW (cached, and it started a background renewal),
+ * WAIT (waited for another request's fetch), MISS (fetched it), ERROR.
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                       hit = ngx_string("HIT");
+    ngx_str_t                      *s;
+    ngx_http_dqe_oauth_ctx_t       *ctx;
+    ngx_http_dqe_oauth_loc_conf_t  *conf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
+
+    if (ctx && ctx->request == r && ctx->outcome.len) {
+        s = &ctx->outcome;
+
+    } else if (ctx == NULL) {
+        conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
+
+        /* the warm path leaves no context, only our header */
+
+        if (!conf->active || ngx_http_dqe_oauth_ours(r) == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        s = &hit;
+
+    } else {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = s->len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = s->data;
+
+    return NGX_OK;
 }

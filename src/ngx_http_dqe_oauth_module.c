@@ -137,7 +137,7 @@ static ngx_command_t  ngx_http_dqe_oauth_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_dqe_oauth_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_dqe_oauth_add_variables,      /* preconfiguration */
     ngx_http_dqe_oauth_init,               /* postconfiguration */
 
     ngx_http_dqe_oauth_create_main_conf,   /* create main configuration */

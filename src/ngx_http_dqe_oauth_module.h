@@ -205,6 +205,7 @@ struct ngx_http_dqe_oauth_ctx_s {
     ngx_uint_t                      state;
 
     ngx_str_t                       header;     /* "Bearer <token>" */
+    ngx_str_t                       outcome;    /* $dqe_oauth_status */
 
     ngx_uint_t                      error;
     ngx_uint_t                      status;
@@ -259,6 +260,7 @@ ngx_uint_t ngx_http_dqe_oauth_parse_error(u_char *data, size_t len);
 /* ngx_http_dqe_oauth_handler.c */
 ngx_int_t ngx_http_dqe_oauth_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_dqe_oauth_handler_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_dqe_oauth_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_dqe_oauth_bearer(ngx_http_request_t *r, ngx_str_t *header,
     ngx_str_t *token);
 

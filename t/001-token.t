@@ -383,3 +383,36 @@ could not connect to the token server
  qr/"token_requests":\{"GET":0,"POST":2\}/]
 --- no_error_log
 [error]
+
+
+
+=== TEST 16: $dqe_oauth_status tells how each request got its token
+--- config
+    location /api/ {
+        dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
+        dqe_oauth_licence 123456;
+        dqe_oauth_secret  s3cr3t-pass;
+        dqe_oauth_scope   client_address;
+        add_header X-DQE-OAuth $dqe_oauth_status always;
+        proxy_pass https://127.0.0.1:$TEST_NGINX_DQE_PORT;
+    }
+    location /bad/ {
+        dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
+        dqe_oauth_licence 999999;
+        dqe_oauth_secret  s3cr3t-pass;
+        dqe_oauth_scope   client_address;
+        add_header X-DQE-OAuth $dqe_oauth_status always;
+        proxy_pass https://127.0.0.1:$TEST_NGINX_DQE_PORT;
+    }
+    location /off/ {
+        add_header X-DQE-OAuth "[$dqe_oauth_status]" always;
+        return 200 ok;
+    }
+--- request eval
+["GET /__mock/reset", "GET /api/1", "GET /api/2", "GET /bad/1", "GET /off/1",
+ "GET /__mock/stats?reset=1"]
+--- error_code eval
+[200, 200, 200, 502, 200, 200]
+--- response_headers_like eval
+["", "X-DQE-OAuth: MISS", "X-DQE-OAuth: HIT", "X-DQE-OAuth: ERROR",
+ "X-DQE-OAuth: \\[\\]", ""]

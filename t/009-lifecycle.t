@@ -1,5 +1,6 @@
 # Lifecycle scenarios Test::Nginx cannot express: "nginx -s reload" under
-# load, and a worker killed (-9) while its token request is in flight.
+# load, a worker killed (-9) while its token request is in flight, and a
+# steady load across ten token lifetimes (2 s each at the mock).
 # Plain Test::More: this script runs nginx itself (master process, two
 # workers, "reuseport" so that connections land on both) and talks HTTP.
 
@@ -37,6 +38,7 @@ events {
 
 http {
     access_log off;
+    log_format soak '\$status \$dqe_oauth_status';
     proxy_ssl_verify on;
     proxy_ssl_trusted_certificate $ca;
 
@@ -48,6 +50,15 @@ http {
             dqe_oauth_licence 123456;
             dqe_oauth_secret  s3cr3t-pass;
             dqe_oauth_scope   $scope;
+            proxy_pass https://127.0.0.1:$dqe;
+        }
+
+        location /soak/ {
+            dqe_oauth_server  127.0.0.1:$dqe;
+            dqe_oauth_licence 123456;
+            dqe_oauth_secret  s3cr3t-pass;
+            dqe_oauth_scope   client_civility;
+            access_log logs/soak.log soak;
             proxy_pass https://127.0.0.1:$dqe;
         }
 
@@ -65,8 +76,18 @@ CONF
 }
 
 sub nginx {
-    return system($nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf",
-                  @_) == 0;
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        open STDERR, '>', '/dev/null';
+        exec $nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf", @_;
+        POSIX::_exit(127);
+    }
+
+    waitpid($pid, 0);
+
+    return $? == 0;
 }
 
 # one HTTP/1.0 GET; returns (status, body), status 0 on failure
@@ -238,5 +259,68 @@ my $log = do { local (@ARGV, $/) = "$root/logs/error.log"; <> };
 like($log, qr/\[warn\] .*dqe_oauth: taking over the token request for .*scope "client_phone" left unfinished by process $fetcher\b/,
      'the take-over is logged');
 unlike($log, qr/s3cr3t/, 'no secret in the debug log');
+
+# --- steady load across ten token lifetimes -------------------------------
+
+like(mock('/__mock/config?ttl=2'), qr/"ttl":\s*2/, 'tokens live 2 s');
+
+($status) = api('/soak/warm');
+is($status, 200, 'the first request fetches a token');
+mock('/__mock/stats?reset=counters');
+
+@kids = ();
+
+for my $k (1 .. 4) {
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        open my $fh, '>', "$out.soak.$k" or die $!;
+        my $end = time + 20;
+        my $i = 0;
+        while (time < $end) {
+            my ($st) = api("/soak/$k/" . $i++, 10);
+            print $fh "$st\n";
+            sleep 0.05;
+        }
+        close $fh;
+        POSIX::_exit(0);
+    }
+
+    push @kids, $pid;
+}
+
+waitpid($_, 0) for @kids;
+
+%count = ();
+for my $k (1 .. 4) {
+    open my $fh, '<', "$out.soak.$k" or die $!;
+    $count{$_}++ for map { chomp; $_ } <$fh>;
+}
+
+is_deeply([keys %count], ['200'],
+          'every request of the soak got 200 ('
+          . join(', ', map { "$_: $count{$_}" } sort keys %count) . ')');
+
+my %outcome;
+open my $fh, '<', "$root/logs/soak.log" or die $!;
+my @lines = <$fh>;
+close $fh;
+shift @lines;                       # the warm-up request
+$outcome{(split ' ', $_)[1]}++ for @lines;
+
+my $seen = join ', ', map { "$_: $outcome{$_}" } sort keys %outcome;
+
+ok(!$outcome{MISS} && !$outcome{WAIT} && !$outcome{ERROR},
+   "no request waited for the token endpoint ($seen)");
+
+my $renewals = $outcome{RENEW} || 0;
+my $stats = mock('/__mock/stats?reset=1');
+my ($posts) = $stats =~ /"token_requests":\{"GET":0,"POST":(\d+)\}/;
+
+ok($renewals >= 10 && $renewals <= 22,
+   "$renewals background renewals in 20 s of 2 s tokens, not per worker");
+is($posts, $renewals, 'one token request per renewal');
+like($stats, qr/"api":\{"200":\d+,"401":0\}/, 'the API saw no 401');
 
 done_testing();
