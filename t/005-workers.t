@@ -54,7 +54,7 @@ __DATA__
 [qr/reset/,
  qr/\A(?:.*?"ok":true){50}(?!.*"ok":true)/s,
  qr/\A(?:.*?"ok":true){50}(?!.*"ok":true)/s,
- qr/"token_requests":\{"GET":0,"POST":1\}.*"api":\{"200":100,"401":0\}.*"workers_seen":2/]
+ qr/"token_requests":\{"GET":0,"POST":1\}.*"api":\{"200":100,"401":0\}.*"workers_seen":2,.*"token_in_flight_max":1,/]
 --- no_error_log
 [error]
 [alert]
@@ -99,7 +99,7 @@ __DATA__
 [qr/reset/,
  qr/\A(?:.*?"ok":true){200}(?!.*"ok":true)/s,
  qr/\A(?:.*?"ok":true){200}(?!.*"ok":true)/s,
- qr/"token_requests":\{"GET":0,"POST":1\}.*"api":\{"200":400,"401":0\}.*"workers_seen":2/]
+ qr/"token_requests":\{"GET":0,"POST":1\}.*"api":\{"200":400,"401":0\}.*"workers_seen":2,.*"token_in_flight_max":1,/]
 --- no_error_log
 [error]
 [alert]

@@ -6,6 +6,7 @@
 use Test::Nginx::Socket 'no_plan';
 use Test::DQE;
 
+worker_connections(1024);
 check_accum_error_log();
 no_shuffle();
 run_tests();
@@ -107,7 +108,7 @@ __DATA__
 
 
 
-=== TEST 5: token server failing: one token request, then fail fast; recovery
+=== TEST 5: token server failing under 200 requests: one token request, fail fast, recovery
 --- http_config
     proxy_ssl_verify on;
     proxy_ssl_trusted_certificate $TEST_NGINX_DQE_CA;
@@ -124,10 +125,15 @@ __DATA__
         }
     }
 --- config
+    location = /burst50 {
+        default_type text/html;
+        ssi on;
+        return 200 '<!--# include virtual="/fan/1" --><!--# include virtual="/fan/2" --><!--# include virtual="/fan/3" --><!--# include virtual="/fan/4" --><!--# include virtual="/fan/5" --><!--# include virtual="/fan/6" --><!--# include virtual="/fan/7" --><!--# include virtual="/fan/8" --><!--# include virtual="/fan/9" --><!--# include virtual="/fan/10" --><!--# include virtual="/fan/11" --><!--# include virtual="/fan/12" --><!--# include virtual="/fan/13" --><!--# include virtual="/fan/14" --><!--# include virtual="/fan/15" --><!--# include virtual="/fan/16" --><!--# include virtual="/fan/17" --><!--# include virtual="/fan/18" --><!--# include virtual="/fan/19" --><!--# include virtual="/fan/20" --><!--# include virtual="/fan/21" --><!--# include virtual="/fan/22" --><!--# include virtual="/fan/23" --><!--# include virtual="/fan/24" --><!--# include virtual="/fan/25" --><!--# include virtual="/fan/26" --><!--# include virtual="/fan/27" --><!--# include virtual="/fan/28" --><!--# include virtual="/fan/29" --><!--# include virtual="/fan/30" --><!--# include virtual="/fan/31" --><!--# include virtual="/fan/32" --><!--# include virtual="/fan/33" --><!--# include virtual="/fan/34" --><!--# include virtual="/fan/35" --><!--# include virtual="/fan/36" --><!--# include virtual="/fan/37" --><!--# include virtual="/fan/38" --><!--# include virtual="/fan/39" --><!--# include virtual="/fan/40" --><!--# include virtual="/fan/41" --><!--# include virtual="/fan/42" --><!--# include virtual="/fan/43" --><!--# include virtual="/fan/44" --><!--# include virtual="/fan/45" --><!--# include virtual="/fan/46" --><!--# include virtual="/fan/47" --><!--# include virtual="/fan/48" --><!--# include virtual="/fan/49" --><!--# include virtual="/fan/50" -->';
+    }
     location = /burst {
         default_type text/html;
         ssi on;
-        return 200 '<!--# include virtual="/fan/1" --><!--# include virtual="/fan/2" --><!--# include virtual="/fan/3" --><!--# include virtual="/fan/4" --><!--# include virtual="/fan/5" --><!--# include virtual="/fan/6" --><!--# include virtual="/fan/7" --><!--# include virtual="/fan/8" --><!--# include virtual="/fan/9" --><!--# include virtual="/fan/10" --><!--# include virtual="/fan/11" --><!--# include virtual="/fan/12" --><!--# include virtual="/fan/13" --><!--# include virtual="/fan/14" --><!--# include virtual="/fan/15" --><!--# include virtual="/fan/16" --><!--# include virtual="/fan/17" --><!--# include virtual="/fan/18" --><!--# include virtual="/fan/19" --><!--# include virtual="/fan/20" -->';
+        return 200 '<!--# include virtual="/burst50?1" --><!--# include virtual="/burst50?2" --><!--# include virtual="/burst50?3" --><!--# include virtual="/burst50?4" -->';
     }
     location /fan/ {
         proxy_pass http://127.0.0.1:$TEST_NGINX_FAN_PORT/api/;
@@ -138,8 +144,8 @@ __DATA__
  "GET /fan/x", "GET /__mock/stats?reset=1"]
 --- response_body_like eval
 [qr/reset/, qr/"status":\s*500/,
- qr/\A(?:.*?502 Bad Gateway){20}(?!.*502 Bad Gateway)(?!.*"ok":true)/s,
- qr/\A(?:.*?502 Bad Gateway){20}(?!.*502 Bad Gateway)(?!.*"ok":true)/s,
+ qr/\A(?:.*?502 Bad Gateway){200}(?!.*502 Bad Gateway)(?!.*"ok":true)/s,
+ qr/\A(?:.*?502 Bad Gateway){200}(?!.*502 Bad Gateway)(?!.*"ok":true)/s,
  qr/null/, qr/slept/, qr/"ok":true/,
  qr/"token_requests":\{"GET":0,"POST":2\},"token_status":\{"200":1,"400":0,"500":1\}.*"api":\{"200":1,"401":0\}/]
 --- timeout: 15
