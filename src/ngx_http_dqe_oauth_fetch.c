@@ -18,7 +18,7 @@
 static void ngx_http_dqe_oauth_fetch_cleanup(void *data);
 static void ngx_http_dqe_oauth_fetch_start(ngx_http_request_t *sr);
 static ngx_int_t ngx_http_dqe_oauth_fetch_headers(ngx_http_request_t *r,
-    ngx_http_request_t *sr, off_t length);
+    ngx_list_t *headers, ngx_table_elt_t **content_type);
 static ngx_int_t ngx_http_dqe_oauth_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_dqe_oauth_fetch_done(ngx_http_request_t *sr,
@@ -55,8 +55,10 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_fetch_t *fetch)
 {
     ngx_buf_t                      *b;
     ngx_str_t                       uri, *args, *body;
+    ngx_list_t                      headers;
     ngx_uint_t                      flags;
     ngx_chain_t                    *cl;
+    ngx_table_elt_t                *content_type;
     ngx_pool_cleanup_t             *cln;
     ngx_http_request_t             *r, *sr;
     ngx_http_request_body_t        *rb;
@@ -99,18 +101,11 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_fetch_t *fetch)
         body = &conf->params;
     }
 
-    flags = NGX_HTTP_SUBREQUEST_IN_MEMORY
-            | (fetch->background ? NGX_HTTP_SUBREQUEST_BACKGROUND
-                                 : NGX_HTTP_SUBREQUEST_WAITED);
+    /* all that can fail is done before the subrequest exists */
 
-    if (ngx_http_subrequest(r, &uri, args, &sr, ps, flags) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    rb = NULL;
 
     if (body) {
-        sr->method = NGX_HTTP_POST;
-        ngx_str_set(&sr->method_name, "POST");
-
         rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
         if (rb == NULL) {
             return NGX_ERROR;
@@ -137,17 +132,39 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_fetch_t *fetch)
         cl->next = NULL;
 
         rb->bufs = cl;
-        sr->request_body = rb;
-
-    } else {
-        sr->request_body = NULL;
     }
 
-    if (ngx_http_dqe_oauth_fetch_headers(r, sr,
-                                         body ? (off_t) body->len : -1)
+    if (ngx_http_dqe_oauth_fetch_headers(r, &headers,
+                                         body ? &content_type : NULL)
         != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    flags = NGX_HTTP_SUBREQUEST_IN_MEMORY
+            | (fetch->background ? NGX_HTTP_SUBREQUEST_BACKGROUND
+                                 : NGX_HTTP_SUBREQUEST_WAITED);
+
+    if (ngx_http_subrequest(r, &uri, args, &sr, ps, flags) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /*
+     * the client's headers (its Authorization, cookies...) never reach
+     * DQE: the subrequest gets a list of its own
+     */
+
+    ngx_memzero(&sr->headers_in, sizeof(ngx_http_headers_in_t));
+
+    sr->headers_in.headers = headers;
+    sr->headers_in.content_length_n = body ? (off_t) body->len : -1;
+    sr->headers_in.keep_alive_n = -1;
+    sr->request_body = rb;
+
+    if (body) {
+        sr->method = NGX_HTTP_POST;
+        ngx_str_set(&sr->method_name, "POST");
+        sr->headers_in.content_type = content_type;
     }
 
     /* straight to the hidden location: no URI match, no rewrite phase */
@@ -198,30 +215,21 @@ ngx_http_dqe_oauth_fetch_start(ngx_http_request_t *sr)
 }
 
 
-/*
- * The client's headers (its Authorization, cookies...) never reach DQE:
- * the subrequest gets a list of its own.
- */
+/* Accept, and Content-Type for a body: all the token request sends */
 
 static ngx_int_t
-ngx_http_dqe_oauth_fetch_headers(ngx_http_request_t *r,
-    ngx_http_request_t *sr, off_t length)
+ngx_http_dqe_oauth_fetch_headers(ngx_http_request_t *r, ngx_list_t *headers,
+    ngx_table_elt_t **content_type)
 {
     ngx_table_elt_t  *h;
 
-    ngx_memzero(&sr->headers_in, sizeof(ngx_http_headers_in_t));
-
-    sr->headers_in.content_length_n = length;
-    sr->headers_in.keep_alive_n = -1;
-
-    if (ngx_list_init(&sr->headers_in.headers, r->pool, 2,
-                      sizeof(ngx_table_elt_t))
+    if (ngx_list_init(headers, r->pool, 2, sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    h = ngx_list_push(&sr->headers_in.headers);
+    h = ngx_list_push(headers);
     if (h == NULL) {
         return NGX_ERROR;
     }
@@ -231,11 +239,11 @@ ngx_http_dqe_oauth_fetch_headers(ngx_http_request_t *r,
     h->lowcase_key = (u_char *) "accept";
     h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
 
-    if (length < 0) {
+    if (content_type == NULL) {
         return NGX_OK;
     }
 
-    h = ngx_list_push(&sr->headers_in.headers);
+    h = ngx_list_push(headers);
     if (h == NULL) {
         return NGX_ERROR;
     }
@@ -245,7 +253,7 @@ ngx_http_dqe_oauth_fetch_headers(ngx_http_request_t *r,
     h->lowcase_key = (u_char *) "content-type";
     h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
 
-    sr->headers_in.content_type = h;
+    *content_type = h;
 
     return NGX_OK;
 }
@@ -326,6 +334,15 @@ ngx_http_dqe_oauth_fetch_done(ngx_http_request_t *sr, void *data,
     fetch->done = 1;
     waiter = fetch->waiter;
 
+    if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
+        || rc == NGX_HTTP_REQUEST_TIME_OUT
+        || sr->connection->error)
+    {
+        /* the client left, not DQE: others may fetch at once */
+        ngx_http_dqe_oauth_zone_release(fetch->request, fetch);
+        return rc;
+    }
+
     if (ngx_http_dqe_oauth_fetch_result(sr, fetch, rc, &tk) == NGX_OK) {
 
         ngx_http_dqe_oauth_zone_store(fetch->request, fetch, &tk);
@@ -353,12 +370,6 @@ ngx_http_dqe_oauth_fetch_done(ngx_http_request_t *sr, void *data,
      * the outcome is recorded; the subrequest itself ends quietly, so that
      * a failed token request never tears down the client's request
      */
-
-    if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
-        || rc == NGX_HTTP_REQUEST_TIME_OUT)
-    {
-        return rc;
-    }
 
     return NGX_OK;
 }

@@ -34,6 +34,8 @@ static void ngx_http_dqe_oauth_wait_handler(ngx_event_t *ev);
 static ngx_table_elt_t *ngx_http_dqe_oauth_ours(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dqe_oauth_set_header(ngx_http_request_t *r,
     ngx_str_t *value);
+static ngx_int_t ngx_http_dqe_oauth_rebuild(ngx_http_request_t *r,
+    ngx_str_t *value);
 static ngx_int_t ngx_http_dqe_oauth_fail(ngx_http_request_t *r,
     ngx_http_dqe_oauth_ctx_t *ctx);
 static ngx_int_t ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r);
@@ -96,6 +98,13 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
     conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
 
     if (!conf->active) {
+
+        /* redirected or included here from a location of ours: no token */
+
+        if (r->internal && ngx_http_dqe_oauth_ours(r)) {
+            return ngx_http_dqe_oauth_rebuild(r, NULL);
+        }
+
         return NGX_DECLINED;
     }
 
@@ -197,6 +206,7 @@ static ngx_http_dqe_oauth_ctx_t *
 ngx_http_dqe_oauth_create_ctx(ngx_http_request_t *r,
     ngx_http_dqe_oauth_loc_conf_t *conf)
 {
+    ngx_http_cleanup_t        *hcln;
     ngx_pool_cleanup_t        *cln;
     ngx_http_dqe_oauth_ctx_t  *ctx;
 
@@ -212,6 +222,16 @@ ngx_http_dqe_oauth_create_ctx(ngx_http_request_t *r,
 
     cln->handler = ngx_http_dqe_oauth_cleanup;
     cln->data = ctx;
+
+    /* a terminated request may outlive its pool cleanup for a while */
+
+    hcln = ngx_http_cleanup_add(r, 0);
+    if (hcln == NULL) {
+        return NULL;
+    }
+
+    hcln->handler = ngx_http_dqe_oauth_cleanup;
+    hcln->data = ctx;
 
     ctx->request = r;
     ctx->conf = conf;
@@ -374,13 +394,11 @@ ngx_http_dqe_oauth_bearer(ngx_http_request_t *r, ngx_str_t *header,
 
 
 /*
- * Exactly one Authorization header goes upstream, ours.  nginx refuses a
- * request with two (it is a unique header), so a client's one, if any, is
- * r->headers_in.authorization: its list entry is overwritten, while the
- * pointer moves to a copy, so that $remote_user still reads the client's.
- * The entry's hash is 0: proxy_pass sends it, but variables such as
- * $http_authorization skip it, so no log format can print the token.
- * After an internal redirect our entry is told apart by its lowcase_key.
+ * Exactly one Authorization header goes upstream, ours.  Its entry has
+ * hash 0: proxy_pass sends it, but variables such as $http_authorization
+ * skip it, so no log format can print the token; it is told apart by its
+ * lowcase_key.  The client's own entry (nginx allows one) is never
+ * changed, as subrequests may share it: $remote_user still reads it.
  */
 
 static u_char  ngx_http_dqe_oauth_lowcase_key[] = "authorization";
@@ -420,35 +438,115 @@ ngx_http_dqe_oauth_ours(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_dqe_oauth_set_header(ngx_http_request_t *r, ngx_str_t *value)
 {
-    ngx_table_elt_t  *h, *copy;
+    ngx_table_elt_t  *h;
 
-    h = r->internal ? ngx_http_dqe_oauth_ours(r) : NULL;
+    h = NULL;
 
-    if (h == NULL) {
-        h = r->headers_in.authorization;
+    if (r == r->main) {
 
-        if (h) {
-            copy = ngx_palloc(r->pool, sizeof(ngx_table_elt_t));
-            if (copy == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
+        if (r->internal) {
+            /* a redirect from another location of ours: the entry is ours */
+            h = ngx_http_dqe_oauth_ours(r);
+        }
 
-            *copy = *h;
-            r->headers_in.authorization = copy;
-
-        } else {
+        if (h == NULL && r->headers_in.authorization == NULL) {
             h = ngx_list_push(&r->headers_in.headers);
             if (h == NULL) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
-        }
 
-        ngx_str_set(&h->key, "Authorization");
-        h->lowcase_key = ngx_http_dqe_oauth_lowcase_key;
-        h->hash = 0;
+            ngx_str_set(&h->key, "Authorization");
+            h->lowcase_key = ngx_http_dqe_oauth_lowcase_key;
+            h->hash = 0;
+        }
+    }
+
+    if (h == NULL) {
+        /* a subrequest, or a client's own header: a list of our own */
+        return ngx_http_dqe_oauth_rebuild(r, value);
     }
 
     h->value = *value;
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * A copy of the header list without any Authorization entry, then with
+ * ours (value), or, with value NULL, with the client's own back: for a
+ * request that reaches a location without the module after one with it.
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_rebuild(ngx_http_request_t *r, ngx_str_t *value)
+{
+    ngx_uint_t        i, n;
+    ngx_list_t        headers;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *nh;
+
+    n = 1;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        n += part->nelts;
+    }
+
+    if (ngx_list_init(&headers, r->pool, n, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Authorization") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Authorization",
+                               sizeof("Authorization") - 1)
+               == 0)
+        {
+            continue;
+        }
+
+        nh = ngx_list_push(&headers);
+        if (nh == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        *nh = h[i];
+    }
+
+    if (value || r->headers_in.authorization) {
+        nh = ngx_list_push(&headers);
+        if (nh == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (value) {
+            ngx_str_set(&nh->key, "Authorization");
+            nh->value = *value;
+            nh->lowcase_key = ngx_http_dqe_oauth_lowcase_key;
+            nh->hash = 0;
+
+        } else {
+            *nh = *r->headers_in.authorization;
+        }
+    }
+
+    r->headers_in.headers = headers;
 
     return NGX_DECLINED;
 }

@@ -436,10 +436,10 @@ ngx_http_dqe_oauth_set_str(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static char *
 ngx_http_dqe_oauth_set_scope(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    u_char      c;
-    char       *rv;
-    ngx_str_t  *value;
-    ngx_uint_t  i;
+    char        *rv;
+    u_char       c;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
 
     rv = ngx_http_dqe_oauth_set_str(cf, cmd, conf);
     if (rv != NGX_CONF_OK) {
@@ -519,6 +519,23 @@ ngx_http_dqe_oauth_set_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (len && value[1].data[value[1].len - 1] == '/') {
         len--;
+    }
+
+    /* the value goes into a proxy_pass: nothing that could end or extend it */
+
+    for (p = value[1].data + skip; p < value[1].data + skip + len; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+            || (*p >= '0' && *p <= '9') || ngx_strchr(".-_:[]/?", *p))
+        {
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_server \"%V\": a host name or "
+                           "address, with an optional port, is made of "
+                           "letters, digits, \".\", \"-\", \":\" and "
+                           "\"[]\"", &value[1]);
+        return NGX_CONF_ERROR;
     }
 
     if (ngx_strlchr(value[1].data + skip, value[1].data + skip + len, '/')
@@ -757,7 +774,7 @@ ngx_http_dqe_oauth_add_endpoint(ngx_conf_t *cf, ngx_str_t *url)
 {
     void                            **parent;
     ngx_str_t                         text;
-    ngx_uint_t                        i;
+    ngx_uint_t                        i, https;
     ngx_http_module_t                *module;
     ngx_http_conf_ctx_t              *ctx, *pctx;
     ngx_http_core_srv_conf_t         *cscf;
@@ -841,12 +858,21 @@ ngx_http_dqe_oauth_add_endpoint(ngx_conf_t *cf, ngx_str_t *url)
     }
 
     /*
-     * POST bodies are not retried elsewhere by default, the reply is
-     * read into memory (bounded), and nothing is cached or stored
+     * the secret goes only to a server whose certificate checks out (the
+     * trusted certificates are inherited: without them "nginx -t" fails);
+     * POST bodies are not retried elsewhere by default, the reply is read
+     * into memory (bounded), and nothing is cached, stored or logged
      */
+
+    https = (url->len > 8
+             && ngx_strncmp(url->data, "https://", sizeof("https://") - 1)
+                == 0);
 
     text.len = ngx_snprintf(text.data, text.len,
                    "proxy_pass %V" NGX_HTTP_DQE_OAUTH_TOKEN_PATH ";"
+                   "%s"
+                   "access_log off;"
+                   "log_subrequest off;"
                    "proxy_http_version 1.1;"
                    "proxy_set_header Connection \"\";"
                    "proxy_pass_request_headers on;"
@@ -861,7 +887,7 @@ ngx_http_dqe_oauth_add_endpoint(ngx_conf_t *cf, ngx_str_t *url)
 #endif
                    "subrequest_output_buffer_size "
                    NGX_HTTP_DQE_OAUTH_RESPONSE_TEXT ";",
-                   url)
+                   url, https ? "proxy_ssl_verify on;" : "")
                - text.data;
 
     if (ngx_http_dqe_oauth_parse_text(cf, ctx, &text) != NGX_CONF_OK) {
@@ -977,12 +1003,13 @@ ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
     *ctx = saved;
 
     if (rv != NGX_CONF_OK) {
-        if (rv != NGX_CONF_ERROR) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "dqe_oauth token location for \"%V\": %s",
-                          &ep->url, rv);
-        }
-
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "dqe_oauth: the token requests to \"%V\" cannot be "
+                      "set up: %s; they take proxy_* settings from the "
+                      "server{} or http{} where dqe_oauth_server is "
+                      "written, and always verify the server's certificate "
+                      "(proxy_ssl_trusted_certificate)", &ep->url,
+                      rv == NGX_CONF_ERROR ? "see the line before" : rv);
         return NGX_ERROR;
     }
 
@@ -998,6 +1025,7 @@ static ngx_int_t
 ngx_http_dqe_oauth_init(ngx_conf_t *cf)
 {
     ngx_uint_t                        i;
+    ngx_array_t                      *handlers;
     ngx_http_handler_pt              *h;
     ngx_http_core_main_conf_t        *cmcf;
     ngx_http_dqe_oauth_endpoint_t   **epp;
@@ -1030,14 +1058,23 @@ ngx_http_dqe_oauth_init(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    /* after access checks: a refused client never costs a token request */
+    /*
+     * after access checks, so that a refused client never costs a token
+     * request, and last of its phase (handlers run from the array's end):
+     * after try_files, which may serve the request without any upstream,
+     * and after mirror, whose subrequests must not carry our token
+     */
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    handlers = &cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers;
+
+    h = ngx_array_push(handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    *h = ngx_http_dqe_oauth_handler;
+    h = handlers->elts;
+    ngx_memmove(&h[1], &h[0], (handlers->nelts - 1) * sizeof(*h));
+    h[0] = ngx_http_dqe_oauth_handler;
 
     if (ngx_http_dqe_oauth_handler_init(cf) != NGX_OK) {
         return NGX_ERROR;

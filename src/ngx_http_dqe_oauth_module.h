@@ -46,7 +46,6 @@ typedef enum {
     NGX_HTTP_DQE_OAUTH_ERR_TOO_BIG,
     NGX_HTTP_DQE_OAUTH_ERR_JSON,
     NGX_HTTP_DQE_OAUTH_ERR_FIELD,
-    NGX_HTTP_DQE_OAUTH_ERR_WAIT,
     NGX_HTTP_DQE_OAUTH_ERR_INTERNAL,
     NGX_HTTP_DQE_OAUTH_ERR_LAST
 } ngx_http_dqe_oauth_err_e;
@@ -122,7 +121,6 @@ typedef struct {
     u_short                         token_len;
     u_short                         refresh_len;
 
-    ngx_uint_t                      generation; /* bumped per new token */
     ngx_msec_t                      obtained;
     ngx_msec_t                      cutoff;     /* not used from then on */
     ngx_msec_t                      refresh_at;

@@ -329,9 +329,11 @@ ngx_http_dqe_oauth_stale(ngx_http_dqe_oauth_node_t *node, ngx_msec_t now,
         return 1;
     }
 
+    /* gone, or its pid reused by a process of another user */
+
     if (node->fetch_pid != ngx_pid
         && kill(node->fetch_pid, 0) == -1
-        && ngx_errno == NGX_ESRCH)
+        && (ngx_errno == NGX_ESRCH || ngx_errno == NGX_EPERM))
     {
         return 1;
     }
@@ -677,7 +679,6 @@ ngx_http_dqe_oauth_zone_store(ngx_http_request_t *r,
 
     /* the clock starts when the request left, not when the reply came */
 
-    dn->generation++;
     dn->obtained = fetch->start;
     dn->cutoff = fetch->start + lifetime - margin;
     dn->refresh_at = dn->cutoff - ahead;
@@ -761,6 +762,15 @@ ngx_http_dqe_oauth_zone_fail(ngx_http_request_t *r,
         return 0;
     }
 
+    if (!ngx_http_dqe_oauth_ours(dn, fetch)) {
+        /* taken over meanwhile: the new fetch speaks for the entry */
+        backoff = ((ngx_msec_int_t) (dn->backoff_until - now) > 0)
+                  ? dn->backoff_until - now : 0;
+        *usable = (dn->token && (ngx_msec_int_t) (dn->cutoff - now) > 0);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return backoff;
+    }
+
     dn->failed = now;
     dn->error = fetch->error;
     dn->status = fetch->status;
@@ -770,11 +780,7 @@ ngx_http_dqe_oauth_zone_fail(ngx_http_request_t *r,
 
     dn->backoff = backoff;
     dn->backoff_until = now + backoff;
-
-    if (ngx_http_dqe_oauth_ours(dn, fetch)) {
-        dn->fetch_pid = 0;
-    }
-
+    dn->fetch_pid = 0;
     dn->completed++;
 
     *usable = (dn->token && (ngx_msec_int_t) (dn->cutoff - now) > 0);

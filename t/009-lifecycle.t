@@ -12,7 +12,7 @@ use Test::DQE;
 use Cwd qw(getcwd);
 use File::Path qw(make_path remove_tree);
 use IO::Socket::INET;
-use Time::HiRes qw(sleep time);
+use Time::HiRes qw(sleep time alarm);
 
 my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 my $root = getcwd() . '/t/servroot-lifecycle';
@@ -59,6 +59,14 @@ http {
             dqe_oauth_secret  s3cr3t-pass;
             dqe_oauth_scope   client_civility;
             access_log logs/soak.log soak;
+            proxy_pass https://127.0.0.1:$dqe;
+        }
+
+        location /abort/ {
+            dqe_oauth_server  127.0.0.1:$dqe;
+            dqe_oauth_licence 123456;
+            dqe_oauth_secret  s3cr3t-pass;
+            dqe_oauth_scope   client_general;
             proxy_pass https://127.0.0.1:$dqe;
         }
 
@@ -259,6 +267,25 @@ my $log = do { local (@ARGV, $/) = "$root/logs/error.log"; <> };
 like($log, qr/\[warn\] .*dqe_oauth: taking over the token request for .*scope "client_phone" left unfinished by process $fetcher\b/,
      'the take-over is logged');
 unlike($log, qr/s3cr3t/, 'no secret in the debug log');
+
+# --- a client that leaves during the fetch is not DQE failing -------------
+
+mock('/__mock/stats?reset=counters');
+mock('/__mock/fault?delay=2&count=1');
+
+($status) = api('/abort/first', 0.5);
+is($status, 0, 'a client gives up while its token request is in flight');
+
+sleep 0.3;
+($status) = api('/abort/second', 10);
+is($status, 200, 'the next request fetches a token');
+
+$log = do { local (@ARGV, $/) = "$root/logs/error.log"; <> };
+unlike($log, qr/\[error\] .*no token for .*scope "client_general"/,
+       'the abort is not taken for a failure of DQE');
+like(mock('/__mock/stats?reset=counters'),
+     qr/"token_requests":\{"GET":0,"POST":2\}/,
+     'the second request asked DQE itself, without a backoff');
 
 # --- steady load across ten token lifetimes -------------------------------
 
