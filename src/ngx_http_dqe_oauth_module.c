@@ -1013,9 +1013,13 @@ ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    ep->timeout = ucf ? ucf->connect_timeout + ucf->send_timeout
-                        + ucf->read_timeout
-                      : 180000;
+    if (ucf) {
+        ep->timeout = ucf->connect_timeout + ucf->send_timeout
+                      + ucf->read_timeout;
+
+    } else {
+        ep->timeout = 180000;
+    }
 
     return NGX_OK;
 }

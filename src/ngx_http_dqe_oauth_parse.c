@@ -211,9 +211,9 @@ ngx_http_dqe_oauth_expires(cJSON *item, ngx_uint_t *value)
 ngx_uint_t
 ngx_http_dqe_oauth_parse_error(u_char *data, size_t len)
 {
+    cJSON                            *root, *item;
     u_char                           *p, *last;
     size_t                            n;
-    cJSON                            *root, *item;
     ngx_uint_t                        i, error;
     ngx_http_dqe_oauth_error_name_t  *e;
 

@@ -240,14 +240,14 @@ static ngx_http_dqe_oauth_node_t *
 ngx_http_dqe_oauth_create(ngx_http_dqe_oauth_zone_t *zone,
     ngx_http_dqe_oauth_loc_conf_t *conf)
 {
-    size_t                      len;
+    size_t                      len, size;
     ngx_http_dqe_oauth_node_t  *dn;
 
     len = ngx_min(conf->label.len, 512);
 
-    dn = ngx_http_dqe_oauth_alloc(zone,
-                              offsetof(ngx_http_dqe_oauth_node_t, label) + len,
-                              NULL);
+    size = offsetof(ngx_http_dqe_oauth_node_t, label) + len;
+
+    dn = ngx_http_dqe_oauth_alloc(zone, size, NULL);
     if (dn == NULL) {
         return NULL;
     }
