@@ -31,6 +31,8 @@ static ngx_flag_t ngx_http_dqe_oauth_stale(ngx_http_dqe_oauth_node_t *node,
     ngx_msec_t now, ngx_msec_t timeout);
 static ngx_int_t ngx_http_dqe_oauth_copy(ngx_http_request_t *r,
     ngx_http_dqe_oauth_node_t *dn, ngx_str_t *header);
+static ngx_flag_t ngx_http_dqe_oauth_due(ngx_http_dqe_oauth_node_t *dn,
+    ngx_msec_t now);
 static void ngx_http_dqe_oauth_mark(ngx_http_request_t *r,
     ngx_http_dqe_oauth_node_t *dn, ngx_http_dqe_oauth_fetch_t *fetch,
     ngx_msec_t now);
@@ -359,19 +361,24 @@ static ngx_int_t
 ngx_http_dqe_oauth_copy(ngx_http_request_t *r, ngx_http_dqe_oauth_node_t *dn,
     ngx_str_t *header)
 {
-    u_char  *p;
+    ngx_str_t  token;
 
-    p = ngx_pnalloc(r->pool, sizeof("Bearer ") - 1 + dn->token_len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
+    token.data = dn->token;
+    token.len = dn->token_len;
 
-    header->data = p;
-    p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
-    p = ngx_cpymem(p, dn->token, dn->token_len);
-    header->len = p - header->data;
+    return ngx_http_dqe_oauth_bearer(r, header, &token);
+}
 
-    return NGX_OK;
+
+/* the lock is held: past the refresh point, and no backoff under way */
+
+static ngx_flag_t
+ngx_http_dqe_oauth_due(ngx_http_dqe_oauth_node_t *dn, ngx_msec_t now)
+{
+    return dn->token
+           && (ngx_msec_int_t) (dn->cutoff - now) > 0
+           && (ngx_msec_int_t) (now - dn->refresh_at) >= 0
+           && (ngx_msec_int_t) (now - dn->backoff_until) >= 0;
 }
 
 
@@ -462,9 +469,10 @@ ngx_http_dqe_oauth_zone_get(ngx_http_request_t *r,
 
         rc = ngx_http_dqe_oauth_copy(r, dn, header);
 
+        /* no kill() here: a dead worker's mark waits for the timeout */
+
         if (rc == NGX_OK
-            && (ngx_msec_int_t) (now - dn->refresh_at) >= 0
-            && (ngx_msec_int_t) (now - dn->backoff_until) >= 0
+            && ngx_http_dqe_oauth_due(dn, now)
             && (dn->fetch_pid == 0
                 || (ngx_msec_int_t) (now - dn->fetch_start)
                    > (ngx_msec_int_t) conf->endpoint->timeout))
@@ -499,10 +507,7 @@ ngx_http_dqe_oauth_zone_renew(ngx_http_request_t *r,
 
     dn = ngx_http_dqe_oauth_lookup(zone, fetch->conf->digest);
 
-    if (dn && dn->token
-        && (ngx_msec_int_t) (dn->cutoff - now) > 0
-        && (ngx_msec_int_t) (now - dn->refresh_at) >= 0
-        && (ngx_msec_int_t) (now - dn->backoff_until) >= 0
+    if (dn && ngx_http_dqe_oauth_due(dn, now)
         && (dn->fetch_pid == 0
             || ngx_http_dqe_oauth_stale(dn, now,
                                         fetch->conf->endpoint->timeout)))
