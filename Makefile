@@ -4,6 +4,7 @@
 #   make run      build, start the mock DQE server and nginx on loopback
 #   make stop     stop what "make run" started
 #   make test     build and run the Test::Nginx suite in t/
+#   make bench    the warm path against a static-header baseline (ratios)
 #   make deps     install the Debian packages needed (as root)
 
 SHELL      := /bin/bash
@@ -20,11 +21,11 @@ LD_OPT     ?= -Wl,-z,relro -Wl,-z,now -fPIC
 DEPS       := nginx nginx-dev libcjson-dev gcc make openssl curl python3 \
               libtest-base-perl libtest-longstring-perl liblist-moreutils-perl \
               libtext-diff-perl liburi-perl libhttp-message-perl \
-              libipc-run-perl
+              libipc-run-perl wrk
 
 SOURCES    := config $(wildcard src/*.c src/*.h)
 
-.PHONY: all deps run stop test clean
+.PHONY: all deps run stop test bench clean
 
 all: $(MODULE)
 
@@ -65,6 +66,9 @@ stop:
 test: deps $(MODULE)
 	TEST_NGINX_BINARY=$(NGINX) DQE_MODULE=$(MODULE) \
 	    bash t/prove.sh
+
+bench: deps $(MODULE)
+	@bash bench/run.sh
 
 clean:
 	rm -rf $(BUILD) t/servroot* run

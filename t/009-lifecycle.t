@@ -89,7 +89,7 @@ sub nginx {
 
     if ($pid == 0) {
         open STDERR, '>', '/dev/null';
-        exec $nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf", @_;
+        { exec $nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf", @_ }
         POSIX::_exit(127);
     }
 
