@@ -21,7 +21,7 @@ __DATA__
     dqe_oauth_secret  bulk-pass;
     dqe_oauth_scope   client_address;
 --- config eval
-join '', map {
+CORE::join '', map {
     "    location /c/$_/ {\n"
     . "        dqe_oauth_licence " . (100000 + $_) . ";\n"
     . '        proxy_pass https://127.0.0.1:$TEST_NGINX_DQE_PORT;' . "\n"
