@@ -649,7 +649,9 @@ ngx_http_dqe_oauth_cause(u_char *buf, u_char *last, ngx_uint_t error,
 
     default: /* NGX_HTTP_DQE_OAUTH_ERR_INTERNAL */
         return ngx_slprintf(buf, last,
-                            "could not start the token request "
-                            "(out of memory?)");
+                            "could not start the token request (out of "
+                            "memory, or this request is itself an "
+                            "in-memory subrequest, which nginx cannot "
+                            "nest)");
     }
 }
