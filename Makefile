@@ -5,6 +5,7 @@
 #   make stop     stop what "make run" started
 #   make test     build and run the Test::Nginx suite in t/
 #   make bench    the warm path against a static-header baseline (ratios)
+#   make asan     the suite with the module built with AddressSanitizer
 #   make deps     install the Debian packages needed (as root)
 
 SHELL      := /bin/bash
@@ -25,7 +26,7 @@ DEPS       := nginx nginx-dev libcjson-dev gcc make openssl curl python3 \
 
 SOURCES    := config $(wildcard src/*.c src/*.h)
 
-.PHONY: all deps run stop test bench clean
+.PHONY: all deps run stop test bench asan clean
 
 all: $(MODULE)
 
@@ -69,6 +70,27 @@ test: deps $(MODULE)
 
 bench: deps $(MODULE)
 	@bash bench/run.sh
+
+# the module instrumented, Debian's nginx not: libasan is preloaded; leak
+# checks are off, nginx core frees some memory only at exit
+ASAN       := $(BUILD)/asan
+ASAN_LIB   ?= $(shell gcc -print-file-name=libasan.so)
+
+asan: deps
+	$(MAKE) BUILD=$(ASAN) OBJS=$(ASAN)/objs \
+	    MODULE=$(ASAN)/objs/ngx_http_dqe_oauth_module.so \
+	    CC_OPT="-g -O1 -fno-omit-frame-pointer -fsanitize=address \
+	            -Wall -Wextra -Werror -fPIC" \
+	    LD_OPT="-fsanitize=address -fPIC"
+	rm -rf $(ASAN)/reports && mkdir -p $(ASAN)/reports
+	LD_PRELOAD=$(ASAN_LIB) \
+	    ASAN_OPTIONS=detect_leaks=0:log_path=$(ASAN)/reports/asan \
+	    TEST_NGINX_BINARY=$(NGINX) \
+	    DQE_MODULE=$(ASAN)/objs/ngx_http_dqe_oauth_module.so \
+	    bash t/prove.sh
+	@if grep -l "AddressSanitizer" $(ASAN)/reports/* 2>/dev/null; then \
+	    echo "AddressSanitizer reports above"; exit 1; \
+	else echo "no AddressSanitizer report"; fi
 
 clean:
 	rm -rf $(BUILD) t/servroot* run
