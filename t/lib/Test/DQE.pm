@@ -55,13 +55,22 @@ our @FAULTS = (
                     . '","token_type":"Bearer","expires_in":"300"}' ],
 );
 
+# a port for nginx to listen on: below the ephemeral range (32768 and up
+# on Linux), so that no outgoing connection or port-0 listener (the mock's)
+# can take it between this check and nginx's bind()
+
 sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Proto => 'tcp', Listen => 1, ReuseAddr => 1)
-        or die "no free port: $!";
-    my $port = $s->sockport;
-    close $s;
-    return $port;
+    for (1 .. 100) {
+        my $port = 20000 + int(rand(10000));
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                      LocalPort => $port, Proto => 'tcp',
+                                      Listen => 1, ReuseAddr => 1)
+            or next;
+        close $s;
+        return $port;
+    }
+
+    die "no free port in 20000-29999";
 }
 
 sub start_mock {
