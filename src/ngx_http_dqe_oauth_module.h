@@ -46,8 +46,7 @@ typedef enum {
     NGX_HTTP_DQE_OAUTH_ERR_TOO_BIG,
     NGX_HTTP_DQE_OAUTH_ERR_JSON,
     NGX_HTTP_DQE_OAUTH_ERR_FIELD,
-    NGX_HTTP_DQE_OAUTH_ERR_INTERNAL,
-    NGX_HTTP_DQE_OAUTH_ERR_LAST
+    NGX_HTTP_DQE_OAUTH_ERR_INTERNAL
 } ngx_http_dqe_oauth_err_e;
 
 
@@ -219,7 +218,6 @@ struct ngx_http_dqe_oauth_ctx_s {
 
 
 /* ngx_http_dqe_oauth_zone.c */
-ngx_int_t ngx_http_dqe_oauth_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 ngx_shm_zone_t *ngx_http_dqe_oauth_add_zone(ngx_conf_t *cf, ngx_str_t *name,
     size_t size);
 

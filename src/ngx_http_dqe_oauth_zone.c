@@ -17,6 +17,8 @@
 #include "ngx_http_dqe_oauth_module.h"
 
 
+static ngx_int_t ngx_http_dqe_oauth_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
 static void ngx_http_dqe_oauth_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_dqe_oauth_node_t *ngx_http_dqe_oauth_lookup(
@@ -78,7 +80,7 @@ ngx_http_dqe_oauth_add_zone(ngx_conf_t *cf, ngx_str_t *name, size_t size)
 }
 
 
-ngx_int_t
+static ngx_int_t
 ngx_http_dqe_oauth_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_dqe_oauth_zone_t  *ozone = data;
