@@ -2,9 +2,30 @@
 /*
  * Copyright (C) The ngx_http_dqe_oauth_module authors
  *
- * Token requests: an in-memory subrequest run in the hidden location of
- * the endpoint, its body built here (never through variables, whose
- * values the debug log prints), and the reading of its outcome.
+ * A fetch: one token request for a credential set.  It belongs to the
+ * cache entry, not to a client: it runs in a request of its own, the
+ * anchor, on a connection with no client behind it (the pattern of
+ * lua-nginx-module's timers), so that nothing a client does can end it:
+ * leaving, timing out, an HTTP/2 stream reset, being itself a Lua, SSI
+ * or auth_request subrequest.  Clients only read the cache, and wait on
+ * it while a fetch is in flight.
+ *
+ * The state machine, in the order of this file:
+ *
+ *   claim   the entry's in-flight mark (once for the whole instance)
+ *   anchor  the client-less connection and request
+ *   send    an in-memory subrequest to the hidden location, with DQE's
+ *           refresh grant while the refresh token is young, else with
+ *           the licence and secret
+ *   done    the reply is classified (post-subrequest handler)
+ *   next    a token: store it; the refresh grant refused (4xx): send
+ *           again with the licence and secret; else record the failure
+ *           and back off
+ *   end     wake this worker's waiters, close the anchor
+ *
+ * Should nginx tear the anchor down on its own (an error inside the
+ * subrequest), its cleanup records a failure: the mark never outlives
+ * the fetch.
  */
 
 
@@ -15,20 +36,50 @@
 #include "ngx_http_dqe_oauth_module.h"
 
 
-static void ngx_http_dqe_oauth_fetch_cleanup(void *data);
-static void ngx_http_dqe_oauth_fetch_start(ngx_http_request_t *sr);
-static ngx_int_t ngx_http_dqe_oauth_fetch_headers(ngx_http_request_t *r,
+typedef struct {
+    ngx_http_dqe_oauth_cred_t      *cred;
+    ngx_http_request_t             *anchor;
+    ngx_uint_t                      why;
+    ngx_http_dqe_oauth_claim_t      claim;
+
+    ngx_str_t                       body;       /* the refresh grant's */
+    ngx_http_dqe_oauth_token_t      tk;         /* the reply's, if good */
+
+    ngx_uint_t                      error;
+    ngx_uint_t                      status;     /* DQE's, or 0 */
+    size_t                          received;   /* reply bytes */
+
+    unsigned                        refreshing:1;
+    unsigned                        done:1;     /* the reply is classified */
+    unsigned                        ended:1;    /* the outcome is recorded */
+    unsigned                        too_big:1;
+    unsigned                        complete:1; /* the reply's last buf */
+} ngx_http_dqe_oauth_fetch_t;
+
+
+static ngx_http_dqe_oauth_fetch_t *ngx_http_dqe_oauth_anchor(
+    ngx_http_dqe_oauth_cred_t *cred, ngx_http_dqe_oauth_claim_t *claim,
+    ngx_uint_t why);
+static ngx_http_request_t *ngx_http_dqe_oauth_anchor_request(
+    ngx_connection_t *c, ngx_http_dqe_oauth_endpoint_t *ep);
+static ngx_int_t ngx_http_dqe_oauth_refresh_body(
+    ngx_http_dqe_oauth_fetch_t *fetch, ngx_http_dqe_oauth_claim_t *claim);
+static u_char *ngx_http_dqe_oauth_log_error(ngx_log_t *log, u_char *buf,
+    size_t len);
+static ngx_int_t ngx_http_dqe_oauth_send(ngx_http_dqe_oauth_fetch_t *fetch);
+static ngx_int_t ngx_http_dqe_oauth_request_headers(ngx_http_request_t *r,
     ngx_list_t *headers, ngx_table_elt_t **content_type);
+static void ngx_http_dqe_oauth_content(ngx_http_request_t *sr);
 static ngx_int_t ngx_http_dqe_oauth_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
-static ngx_int_t ngx_http_dqe_oauth_fetch_done(ngx_http_request_t *sr,
-    void *data, ngx_int_t rc);
-static ngx_int_t ngx_http_dqe_oauth_fetch_result(ngx_http_request_t *sr,
-    ngx_http_dqe_oauth_fetch_t *fetch, ngx_int_t rc,
-    ngx_http_dqe_oauth_token_t *tk);
-static ngx_int_t ngx_http_dqe_oauth_fallback(ngx_http_request_t *sr,
-    ngx_http_dqe_oauth_fetch_t *fetch);
-static void ngx_http_dqe_oauth_fetch_failed(ngx_http_dqe_oauth_fetch_t *fetch);
+static ngx_int_t ngx_http_dqe_oauth_done(ngx_http_request_t *sr, void *data,
+    ngx_int_t rc);
+static ngx_uint_t ngx_http_dqe_oauth_classify(ngx_http_request_t *sr,
+    ngx_http_dqe_oauth_fetch_t *fetch, ngx_int_t rc);
+static void ngx_http_dqe_oauth_next(ngx_http_request_t *r);
+static void ngx_http_dqe_oauth_failed(ngx_http_dqe_oauth_fetch_t *fetch);
+static void ngx_http_dqe_oauth_end(ngx_http_dqe_oauth_fetch_t *fetch);
+static void ngx_http_dqe_oauth_cleanup(void *data);
 
 
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
@@ -45,74 +96,418 @@ ngx_http_dqe_oauth_fetch_init(ngx_conf_t *cf)
 
 
 /*
- * Starts the subrequest.  On NGX_ERROR the caller still holds the
- * in-flight mark; the pool cleanup registered first releases it in any
- * case, should the request go away before the fetch ends.
+ * Starts a fetch for the entry of cred, if it needs one and no other
+ * fetch is in flight: NGX_OK (started; it may even have ended already),
+ * or the zone's answer (NGX_BUSY, NGX_DECLINED, see zone_claim), or
+ * NGX_ERROR (logged, and recorded as the entry's failure).
  */
 
 ngx_int_t
-ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_fetch_t *fetch)
+ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t why,
+    ngx_log_t *log, ngx_msec_t *next)
 {
-    ngx_buf_t                      *b;
-    ngx_str_t                       uri, *args, *body;
-    ngx_list_t                      headers;
-    ngx_uint_t                      flags;
-    ngx_chain_t                    *cl;
-    ngx_table_elt_t                *content_type;
-    ngx_pool_cleanup_t             *cln;
-    ngx_http_request_t             *r, *sr;
-    ngx_http_request_body_t        *rb;
-    ngx_http_post_subrequest_t     *ps;
-    ngx_http_dqe_oauth_loc_conf_t  *conf;
+    ngx_int_t                    rc;
+    ngx_msec_t                   retry;
+    ngx_connection_t            *c;
+    ngx_http_dqe_oauth_claim_t   claim;
+    ngx_http_dqe_oauth_fetch_t  *fetch;
 
-    r = fetch->request;
-    conf = fetch->conf;
+    ngx_memzero(&claim, sizeof(ngx_http_dqe_oauth_claim_t));
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
+    rc = ngx_http_dqe_oauth_zone_claim(cred, why, &claim, next);
+
+    if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "dqe_oauth: no room in the zone for %V: every entry "
+                      "has a token request in flight; enlarge "
+                      "dqe_oauth_zone", &cred->label);
         return NGX_ERROR;
     }
 
-    cln->handler = ngx_http_dqe_oauth_fetch_cleanup;
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (claim.stale_pid) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "dqe_oauth: taking over the token request for %V "
+                      "left unfinished by process %P",
+                      &cred->label, claim.stale_pid);
+    }
+
+    fetch = ngx_http_dqe_oauth_anchor(cred, &claim, why);
+
+    if (fetch == NULL) {
+        (void) ngx_http_dqe_oauth_zone_fail(cred, &claim,
+                                            NGX_HTTP_DQE_OAUTH_ERR_INTERNAL,
+                                            0, &retry);
+
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "dqe_oauth: could not start a token request for %V: "
+                      "out of memory, file descriptors or "
+                      "worker_connections", &cred->label);
+        return NGX_ERROR;
+    }
+
+    c = fetch->anchor->connection;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, c->log, 0, "dqe_oauth %s%s for %V",
+                   why == NGX_HTTP_DQE_OAUTH_COLD ? "fetch"
+                   : why == NGX_HTTP_DQE_OAUTH_RENEW ? "renewal"
+                                                     : "keep-warm fetch",
+                   fetch->refreshing ? " with the refresh token" : "",
+                   &cred->label);
+
+    if (ngx_http_dqe_oauth_send(fetch) != NGX_OK) {
+        fetch->error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
+        ngx_http_dqe_oauth_failed(fetch);
+        ngx_http_dqe_oauth_end(fetch);
+        return NGX_ERROR;
+    }
+
+    /* the subrequest is posted: run it now, as an event handler would */
+
+    ngx_http_run_posted_requests(c);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The anchor: a connection that no client is behind, and a request on
+ * it, made by nginx's own ngx_http_create_request() so that it has all
+ * a request has (variables, pools, cleanups) and runs subrequests.
+ *
+ * The connection holds a descriptor of /dev/null: should nginx close it
+ * (ngx_http_terminate_request), ngx_close_connection() needs a real one.
+ * It is never added to the event loop: its write event is marked active
+ * and ready, as an accepted connection's would be, and no event ever
+ * fires on it; the upstream's connection to DQE carries the events.
+ */
+
+static ngx_http_dqe_oauth_fetch_t *
+ngx_http_dqe_oauth_anchor(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_claim_t *claim, ngx_uint_t why)
+{
+    ngx_fd_t                     fd;
+    ngx_log_t                   *log;
+    ngx_pool_t                  *pool;
+    ngx_connection_t            *c;
+    ngx_http_request_t          *r;
+    ngx_http_log_ctx_t          *lctx;
+    ngx_http_cleanup_t          *cln;
+    ngx_http_dqe_oauth_fetch_t  *fetch;
+
+    static struct sockaddr_un    none = { .sun_family = AF_UNIX };
+
+    if (cred->endpoint->srv_conf == NULL) {
+        /* no server{} at all: nothing could ever use the token */
+        return NULL;
+    }
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    fd = ngx_open_file("/dev/null", NGX_FILE_RDWR, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    c = ngx_get_connection(fd, ngx_cycle->log);
+    if (c == NULL) {
+        (void) ngx_close_file(fd);
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    c->pool = pool;
+
+#if (NGX_STAT_STUB)
+    /* ngx_http_close_connection() counts it out */
+    (void) ngx_atomic_fetch_add(ngx_stat_active, 1);
+#endif
+
+    log = ngx_palloc(pool, sizeof(ngx_log_t));
+    lctx = ngx_pcalloc(pool, sizeof(ngx_http_log_ctx_t));
+    c->buffer = ngx_calloc_buf(pool);
+
+    if (log == NULL || lctx == NULL || c->buffer == NULL) {
+        goto failed;
+    }
+
+    *log = *ngx_cycle->log;
+
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
+
+    lctx->connection = c;
+
+    log->connection = c->number;
+    log->handler = ngx_http_dqe_oauth_log_error;
+    log->data = lctx;
+    log->action = NULL;
+
+    c->log = log;
+    c->log_error = NGX_ERROR_INFO;
+
+    /* what variables such as $remote_addr read: "unix:", no client */
+
+    c->sockaddr = (struct sockaddr *) &none;
+    c->socklen = sizeof(sa_family_t);
+    c->local_sockaddr = c->sockaddr;
+    c->local_socklen = c->socklen;
+    ngx_str_set(&c->addr_text, "unix:");
+
+    c->tcp_nodelay = NGX_TCP_NODELAY_DISABLED;
+    c->tcp_nopush = NGX_TCP_NOPUSH_DISABLED;
+
+    c->write->ready = 1;
+
+    if (ngx_event_flags & NGX_USE_CLEAR_EVENT) {
+        /* ngx_http_upstream_init() adds no event for it */
+        c->write->active = 1;
+    }
+
+    r = ngx_http_dqe_oauth_anchor_request(c, cred->endpoint);
+    if (r == NULL) {
+        goto failed;
+    }
+
+    fetch = ngx_pcalloc(r->pool, sizeof(ngx_http_dqe_oauth_fetch_t));
+    cln = ngx_http_cleanup_add(r, 0);
+
+    if (fetch == NULL || cln == NULL) {
+        ngx_http_free_request(r, 0);
+        goto failed;
+    }
+
+    fetch->cred = cred;
+    fetch->anchor = r;
+    fetch->why = why;
+    fetch->claim = *claim;
+
+    cln->handler = ngx_http_dqe_oauth_cleanup;
     cln->data = fetch;
+
+    ngx_http_set_ctx(r, fetch, ngx_http_dqe_oauth_module);
+
+    if (ngx_http_dqe_oauth_refresh_body(fetch, claim) != NGX_OK) {
+        fetch->ended = 1;
+        ngx_http_free_request(r, 0);
+        goto failed;
+    }
+
+    return fetch;
+
+failed:
+
+    ngx_http_close_connection(c);
+
+    return NULL;
+}
+
+
+static ngx_http_request_t *
+ngx_http_dqe_oauth_anchor_request(ngx_connection_t *c,
+    ngx_http_dqe_oauth_endpoint_t *ep)
+{
+    ngx_http_request_t     *r;
+    ngx_http_connection_t  *hc;
+
+    hc = ngx_pcalloc(c->pool, sizeof(ngx_http_connection_t));
+    if (hc == NULL) {
+        return NULL;
+    }
+
+    hc->conf_ctx = ep->ctx;
+    c->data = hc;
+
+    r = ngx_http_create_request(c);
+    if (r == NULL) {
+        return NULL;
+    }
+
+    c->data = r;
+
+#if (NGX_STAT_STUB)
+    /* not a client's request: it is not counted as one */
+    (void) ngx_atomic_fetch_add(ngx_stat_reading, -1);
+    (void) ngx_atomic_fetch_add(ngx_stat_requests, -1);
+    r->stat_reading = 0;
+#endif
+
+    if (ngx_list_init(&r->headers_in.headers, r->pool, 1,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        ngx_http_free_request(r, 0);
+        return NULL;
+    }
+
+    ngx_str_set(&r->uri, NGX_HTTP_DQE_OAUTH_LOCATION);
+    r->method = NGX_HTTP_POST;
+    ngx_str_set(&r->method_name, "POST");
+    r->internal = 1;
+
+    /* never in an access log, nor seen by log_by_lua and the like */
+    r->logged = 1;
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_dqe_oauth_next;
+
+    return r;
+}
+
+
+/* DQE's refresh grant: access_token, refresh_token, scope=refresh_token */
+
+static ngx_int_t
+ngx_http_dqe_oauth_refresh_body(ngx_http_dqe_oauth_fetch_t *fetch,
+    ngx_http_dqe_oauth_claim_t *claim)
+{
+    u_char  *p;
+    size_t   len;
+
+    if (claim->refresh.len == 0) {
+        return NGX_OK;
+    }
+
+    len = sizeof("access_token=&refresh_token=&scope=refresh_token") - 1
+          + claim->token.len + claim->refresh.len
+          + 2 * ngx_escape_uri(NULL, claim->token.data, claim->token.len,
+                               NGX_ESCAPE_URI_COMPONENT)
+          + 2 * ngx_escape_uri(NULL, claim->refresh.data, claim->refresh.len,
+                               NGX_ESCAPE_URI_COMPONENT);
+
+    p = ngx_pnalloc(fetch->anchor->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    fetch->body.data = p;
+
+    p = ngx_cpymem(p, "access_token=", sizeof("access_token=") - 1);
+    p = (u_char *) ngx_escape_uri(p, claim->token.data, claim->token.len,
+                                  NGX_ESCAPE_URI_COMPONENT);
+    p = ngx_cpymem(p, "&refresh_token=", sizeof("&refresh_token=") - 1);
+    p = (u_char *) ngx_escape_uri(p, claim->refresh.data, claim->refresh.len,
+                                  NGX_ESCAPE_URI_COMPONENT);
+    p = ngx_cpymem(p, "&scope=refresh_token",
+                   sizeof("&scope=refresh_token") - 1);
+
+    fetch->body.len = p - fetch->body.data;
+    fetch->refreshing = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The context of the anchor's log lines: the credential set and DQE's
+ * address; never the request line (with "dqe_oauth_method get" it
+ * would hold the secret), as there is no client.
+ */
+
+static u_char *
+ngx_http_dqe_oauth_log_error(ngx_log_t *log, u_char *buf, size_t len)
+{
+    u_char                      *p;
+    ngx_http_request_t          *r;
+    ngx_http_log_ctx_t          *ctx;
+    ngx_http_dqe_oauth_fetch_t  *fetch;
+
+    p = buf;
+
+    if (log->action) {
+        p = ngx_snprintf(buf, len, " while %s", log->action);
+        len -= p - buf;
+        buf = p;
+    }
+
+    ctx = log->data;
+
+    if (ctx->request == NULL) {
+        return p;
+    }
+
+    fetch = ngx_http_get_module_ctx(ctx->request, ngx_http_dqe_oauth_module);
+
+    if (fetch) {
+        p = ngx_snprintf(buf, len, ", dqe_oauth token request for %V",
+                         &fetch->cred->label);
+        len -= p - buf;
+        buf = p;
+    }
+
+    r = ctx->current_request;
+
+    if (r && r->upstream && r->upstream->peer.name) {
+        p = ngx_snprintf(buf, len, ", upstream: \"%V\"",
+                         r->upstream->peer.name);
+    }
+
+    return p;
+}
+
+
+/* posts the token subrequest of the anchor */
+
+static ngx_int_t
+ngx_http_dqe_oauth_send(ngx_http_dqe_oauth_fetch_t *fetch)
+{
+    ngx_buf_t                   *b;
+    ngx_str_t                    uri, *args, *body;
+    ngx_list_t                   headers;
+    ngx_chain_t                 *cl;
+    ngx_table_elt_t             *content_type;
+    ngx_http_request_t          *r, *sr;
+    ngx_http_request_body_t     *rb;
+    ngx_http_dqe_oauth_cred_t   *cred;
+    ngx_http_post_subrequest_t  *ps;
+
+    r = fetch->anchor;
+    cred = fetch->cred;
+
+    fetch->done = 0;
+    fetch->too_big = 0;
+    fetch->complete = 0;
+    fetch->received = 0;
+    fetch->error = NGX_HTTP_DQE_OAUTH_OK;
+    fetch->status = 0;
+
+    if (fetch->refreshing) {
+        args = NULL;
+        body = &fetch->body;
+
+    } else if (cred->method == NGX_HTTP_DQE_OAUTH_METHOD_GET) {
+        args = &cred->params;
+        body = NULL;
+
+    } else {
+        args = NULL;
+        body = &cred->params;
+    }
+
+    /* all that can fail is done before the subrequest exists */
 
     ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
     if (ps == NULL) {
         return NGX_ERROR;
     }
 
-    ps->handler = ngx_http_dqe_oauth_fetch_done;
+    ps->handler = ngx_http_dqe_oauth_done;
     ps->data = fetch;
-
-    /* the URI is the hidden location's name: proxy_pass maps it to DQE's */
-
-    ngx_str_set(&uri, NGX_HTTP_DQE_OAUTH_LOCATION);
-
-    if (fetch->refreshing) {
-        args = NULL;
-        body = &fetch->body;
-
-    } else if (conf->method == NGX_HTTP_DQE_OAUTH_METHOD_GET) {
-        args = &conf->params;
-        body = NULL;
-
-    } else {
-        args = NULL;
-        body = &conf->params;
-    }
-
-    /* all that can fail is done before the subrequest exists */
 
     rb = NULL;
 
     if (body) {
         rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
-        if (rb == NULL) {
-            return NGX_ERROR;
-        }
-
         b = ngx_calloc_buf(r->pool);
-        if (b == NULL) {
+        cl = ngx_alloc_chain_link(r->pool);
+
+        if (rb == NULL || b == NULL || cl == NULL) {
             return NGX_ERROR;
         }
 
@@ -123,36 +518,30 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_fetch_t *fetch)
         b->memory = 1;
         b->last_buf = 1;
 
-        cl = ngx_alloc_chain_link(r->pool);
-        if (cl == NULL) {
-            return NGX_ERROR;
-        }
-
         cl->buf = b;
         cl->next = NULL;
 
         rb->bufs = cl;
     }
 
-    if (ngx_http_dqe_oauth_fetch_headers(r, &headers,
-                                         body ? &content_type : NULL)
+    if (ngx_http_dqe_oauth_request_headers(r, &headers,
+                                           body ? &content_type : NULL)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    flags = NGX_HTTP_SUBREQUEST_IN_MEMORY
-            | (fetch->background ? NGX_HTTP_SUBREQUEST_BACKGROUND
-                                 : NGX_HTTP_SUBREQUEST_WAITED);
+    /* the URI is the hidden location's name: proxy_pass maps it to DQE's */
 
-    if (ngx_http_subrequest(r, &uri, args, &sr, ps, flags) != NGX_OK) {
+    ngx_str_set(&uri, NGX_HTTP_DQE_OAUTH_LOCATION);
+
+    if (ngx_http_subrequest(r, &uri, args, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_IN_MEMORY
+                            |NGX_HTTP_SUBREQUEST_WAITED)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    /*
-     * the client's headers (its Authorization, cookies...) never reach
-     * DQE: the subrequest gets a list of its own
-     */
 
     ngx_memzero(&sr->headers_in, sizeof(ngx_http_headers_in_t));
 
@@ -169,57 +558,21 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_fetch_t *fetch)
 
     /* straight to the hidden location: no URI match, no rewrite phase */
 
-    sr->loc_conf = conf->endpoint->ctx->loc_conf;
+    sr->loc_conf = cred->endpoint->ctx->loc_conf;
     sr->valid_location = 1;
     ngx_http_update_location_config(sr);
 
-    sr->write_event_handler = ngx_http_dqe_oauth_fetch_start;
-
-    /* marks the subrequest for the body filter */
-    ngx_http_set_ctx(sr, fetch, ngx_http_dqe_oauth_module);
-
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "dqe_oauth %s%s for %V",
-                   fetch->background ? "renewal" : "fetch",
-                   fetch->refreshing ? " with the refresh token" : "",
-                   &conf->label);
+    sr->write_event_handler = ngx_http_dqe_oauth_content;
 
     return NGX_OK;
-}
-
-
-static void
-ngx_http_dqe_oauth_fetch_cleanup(void *data)
-{
-    ngx_http_dqe_oauth_fetch_t  *fetch = data;
-
-    if (!fetch->done && !fetch->unmarked) {
-        ngx_http_dqe_oauth_zone_release(fetch->request, fetch);
-    }
-}
-
-
-static void
-ngx_http_dqe_oauth_fetch_start(ngx_http_request_t *sr)
-{
-    /* what the content phase would do */
-
-    sr->write_event_handler = ngx_http_request_empty_handler;
-
-    if (sr->content_handler == NULL) {
-        ngx_http_finalize_request(sr, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    ngx_http_finalize_request(sr, sr->content_handler(sr));
 }
 
 
 /* Accept, and Content-Type for a body: all the token request sends */
 
 static ngx_int_t
-ngx_http_dqe_oauth_fetch_headers(ngx_http_request_t *r, ngx_list_t *headers,
-    ngx_table_elt_t **content_type)
+ngx_http_dqe_oauth_request_headers(ngx_http_request_t *r,
+    ngx_list_t *headers, ngx_table_elt_t **content_type)
 {
     ngx_table_elt_t  *h;
 
@@ -259,9 +612,26 @@ ngx_http_dqe_oauth_fetch_headers(ngx_http_request_t *r, ngx_list_t *headers,
 }
 
 
+/* what the content phase would do */
+
+static void
+ngx_http_dqe_oauth_content(ngx_http_request_t *sr)
+{
+    sr->write_event_handler = ngx_http_request_empty_handler;
+
+    if (sr->content_handler == NULL) {
+        ngx_http_finalize_request(sr, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ngx_http_finalize_request(sr, sr->content_handler(sr));
+}
+
+
 /*
  * An oversized reply must not reach the in-memory buffer: nginx would
- * fail the whole client connection.  It is dropped here and noted.
+ * end the subrequest with an error.  It is dropped here and noted, as is
+ * the reply's last buffer: a reply broken off ends with a flush.
  */
 
 static ngx_int_t
@@ -271,28 +641,19 @@ ngx_http_dqe_oauth_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_chain_t                 *cl;
     ngx_http_dqe_oauth_fetch_t  *fetch;
 
-    if (r == r->main || !r->subrequest_in_memory) {
+    if (r->post_subrequest == NULL
+        || r->post_subrequest->handler != ngx_http_dqe_oauth_done)
+    {
         return ngx_http_next_body_filter(r, in);
     }
 
-    /*
-     * a request using the module has a ngx_http_dqe_oauth_ctx_t here, a
-     * token subrequest a ngx_http_dqe_oauth_fetch_t: both start with the
-     * request pointer, which is the subrequest itself only for the former
-     */
-
-    fetch = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
-
-    if (fetch == NULL || fetch->request == r) {
-        return ngx_http_next_body_filter(r, in);
-    }
+    fetch = r->post_subrequest->data;
 
     size = 0;
 
     for (cl = in; cl; cl = cl->next) {
         size += ngx_buf_size(cl->buf);
 
-        /* a reply broken off ends with a flush, not with the last buf */
         if (cl->buf->last_buf || cl->buf->last_in_chain) {
             fetch->complete = 1;
         }
@@ -318,159 +679,33 @@ ngx_http_dqe_oauth_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 }
 
 
+/*
+ * The post-subrequest handler: the outcome is worked out here, while the
+ * reply is at hand; the subrequest then ends quietly (NGX_OK), so that a
+ * failed token request never tears the anchor down.
+ */
+
 static ngx_int_t
-ngx_http_dqe_oauth_fetch_done(ngx_http_request_t *sr, void *data,
-    ngx_int_t rc)
+ngx_http_dqe_oauth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 {
     ngx_http_dqe_oauth_fetch_t *fetch = data;
-
-    ngx_http_dqe_oauth_ctx_t    *waiter;
-    ngx_http_dqe_oauth_token_t   tk;
 
     if (fetch->done || rc == NGX_AGAIN) {
         return rc;
     }
 
     fetch->done = 1;
-    waiter = fetch->waiter;
-
-    if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
-        || rc == NGX_HTTP_REQUEST_TIME_OUT
-        || sr->connection->error)
-    {
-        /* the client left, not DQE: others may fetch at once */
-        ngx_http_dqe_oauth_zone_release(fetch->request, fetch);
-        return rc;
-    }
-
-    if (ngx_http_dqe_oauth_fetch_result(sr, fetch, rc, &tk) == NGX_OK) {
-
-        ngx_http_dqe_oauth_zone_store(fetch->request, fetch, &tk);
-
-        if (waiter) {
-            waiter->state = NGX_HTTP_DQE_OAUTH_STATE_FETCHED;
-            waiter->error = NGX_HTTP_DQE_OAUTH_OK;
-
-            if (ngx_http_dqe_oauth_bearer(waiter->request, &waiter->header,
-                                          &tk.token)
-                != NGX_OK)
-            {
-                waiter->error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
-            }
-        }
-
-    } else if (!(fetch->refreshing && fetch->status >= 400
-                 && fetch->status < 500
-                 && ngx_http_dqe_oauth_fallback(sr, fetch) == NGX_OK))
-    {
-        ngx_http_dqe_oauth_fetch_failed(fetch);
-    }
-
-    /*
-     * the outcome is recorded; the subrequest itself ends quietly, so that
-     * a failed token request never tears down the client's request
-     */
+    fetch->error = ngx_http_dqe_oauth_classify(sr, fetch, rc);
 
     return NGX_OK;
 }
 
 
-/*
- * DQE refused the refresh token: in the same renewal, ask for a new token
- * with the licence and secret.  The new fetch takes over the in-flight
- * mark and runs in the background; a request that waited for the first
- * one waits for the entry again, as any other.
- */
+/* NGX_HTTP_DQE_OAUTH_OK with fetch->tk filled, or why not */
 
-static ngx_int_t
-ngx_http_dqe_oauth_fallback(ngx_http_request_t *sr,
-    ngx_http_dqe_oauth_fetch_t *fetch)
-{
-    u_char                      *p, buf[NGX_MAX_ERROR_STR];
-    ngx_http_dqe_oauth_fetch_t  *next;
-
-    next = ngx_palloc(fetch->request->pool, sizeof(ngx_http_dqe_oauth_fetch_t));
-    if (next == NULL) {
-        return NGX_ERROR;
-    }
-
-    *next = *fetch;
-
-    ngx_str_null(&next->body);
-    next->waiter = NULL;
-    next->refreshing = 0;
-    next->background = 1;
-    next->done = 0;
-    next->too_big = 0;
-    next->complete = 0;
-    next->received = 0;
-    next->error = NGX_HTTP_DQE_OAUTH_OK;
-    next->status = 0;
-    next->field = NULL;
-
-    p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), fetch->error,
-                                 fetch->status, fetch->field);
-
-    ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
-                  "dqe_oauth: DQE refused the refresh token for %V (%*s); "
-                  "asking for a new token", &fetch->conf->label,
-                  p - buf, buf);
-
-    if (ngx_http_dqe_oauth_fetch(next) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (fetch->waiter) {
-        fetch->waiter->state = NGX_HTTP_DQE_OAUTH_STATE_WAITING;
-        fetch->waiter->waited = 0;
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_dqe_oauth_fetch_failed(ngx_http_dqe_oauth_fetch_t *fetch)
-{
-    u_char                    *p, buf[NGX_MAX_ERROR_STR];
-    ngx_msec_t                 retry;
-    ngx_flag_t                 usable;
-    ngx_http_dqe_oauth_ctx_t  *waiter;
-
-    retry = ngx_http_dqe_oauth_zone_fail(fetch->request, fetch, &usable);
-
-    waiter = fetch->waiter;
-
-    if (waiter) {
-        /* its request logs the failure, with what it answers */
-        waiter->state = NGX_HTTP_DQE_OAUTH_STATE_FETCHED;
-        waiter->error = fetch->error;
-        waiter->status = fetch->status;
-        waiter->field = fetch->field;
-        waiter->retry_in = retry;
-        return;
-    }
-
-    p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), fetch->error,
-                                 fetch->status, fetch->field);
-
-    ngx_log_error(NGX_LOG_WARN, fetch->request->connection->log, 0,
-                  "dqe_oauth: renewing the token for %V failed: %*s; %s, "
-                  "next try in %M ms", &fetch->conf->label, p - buf, buf,
-                  usable ? "the current token is used until its cutoff"
-                         : "no token is left", retry);
-}
-
-
-/*
- * Works out the outcome: NGX_OK with tk filled (pointing into the
- * subrequest's buffer), or NGX_ERROR with fetch->error set.
- */
-
-static ngx_int_t
-ngx_http_dqe_oauth_fetch_result(ngx_http_request_t *sr,
-    ngx_http_dqe_oauth_fetch_t *fetch, ngx_int_t rc,
-    ngx_http_dqe_oauth_token_t *tk)
+static ngx_uint_t
+ngx_http_dqe_oauth_classify(ngx_http_request_t *sr,
+    ngx_http_dqe_oauth_fetch_t *fetch, ngx_int_t rc)
 {
     u_char               *data;
     size_t                len;
@@ -494,164 +729,180 @@ ngx_http_dqe_oauth_fetch_result(ngx_http_request_t *sr,
                    "dqe_oauth fetch done: rc:%i status:%ui body:%uz",
                    rc, status, len);
 
-    fetch->status = status;
-
     if (fetch->too_big || (status == NGX_HTTP_OK && !fetch->complete)) {
         /* the reply outgrew the buffer, or broke off */
-        error = NGX_HTTP_DQE_OAUTH_ERR_TOO_BIG;
-        fetch->status = 0;
-        goto failed;
+        return NGX_HTTP_DQE_OAUTH_ERR_TOO_BIG;
     }
 
     if (status == 0 || rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
 
         if (rc == NGX_HTTP_GATEWAY_TIME_OUT) {
-            error = NGX_HTTP_DQE_OAUTH_ERR_TIMEOUT;
-
-        } else if (u && u->state
-                   && u->state->connect_time == (ngx_msec_t) -1)
-        {
-            error = NGX_HTTP_DQE_OAUTH_ERR_CONNECT;
-
-        } else if (status == 0) {
-            error = NGX_HTTP_DQE_OAUTH_ERR_BROKEN;
-
-        } else {
-            goto status;
+            return NGX_HTTP_DQE_OAUTH_ERR_TIMEOUT;
         }
 
-        fetch->status = 0;
-        goto failed;
+        if (u && u->state && u->state->connect_time == (ngx_msec_t) -1) {
+            return NGX_HTTP_DQE_OAUTH_ERR_CONNECT;
+        }
+
+        if (status == 0) {
+            return NGX_HTTP_DQE_OAUTH_ERR_BROKEN;
+        }
     }
 
-status:
+    fetch->status = status;
 
     if (status == NGX_HTTP_OK) {
-        prc = ngx_http_dqe_oauth_parse_token(data, len, tk);
+        prc = ngx_http_dqe_oauth_parse_token(data, len, &fetch->tk);
 
         if (prc == NGX_OK) {
-            fetch->error = NGX_HTTP_DQE_OAUTH_OK;
-            return NGX_OK;
+            return NGX_HTTP_DQE_OAUTH_OK;
         }
 
-        if (prc == NGX_DECLINED) {
-            error = NGX_HTTP_DQE_OAUTH_ERR_JSON;
-
-        } else {
-            error = NGX_HTTP_DQE_OAUTH_ERR_FIELD;
-            fetch->field = tk->field;
-        }
-
-    } else if (status >= 400 && status < 500) {
-        error = ngx_http_dqe_oauth_parse_error(data, len);
-
-        if (error == NGX_HTTP_DQE_OAUTH_OK) {
-            error = NGX_HTTP_DQE_OAUTH_ERR_REJECTED;
-        }
-
-    } else if (status >= 500) {
-        error = NGX_HTTP_DQE_OAUTH_ERR_SERVER;
-
-    } else {
-        error = NGX_HTTP_DQE_OAUTH_ERR_REJECTED;
+        return (prc == NGX_DECLINED) ? NGX_HTTP_DQE_OAUTH_ERR_JSON
+                                     : fetch->tk.error;
     }
 
-failed:
+    if (status >= 400 && status < 500) {
+        error = ngx_http_dqe_oauth_parse_error(data, len);
 
-    fetch->error = error;
+        return (error == NGX_HTTP_DQE_OAUTH_OK)
+               ? NGX_HTTP_DQE_OAUTH_ERR_REJECTED : error;
+    }
 
-    return NGX_ERROR;
+    return (status >= 500) ? NGX_HTTP_DQE_OAUTH_ERR_SERVER
+                           : NGX_HTTP_DQE_OAUTH_ERR_REJECTED;
 }
 
 
-/* what went wrong and what to check, for one log line */
+/* the anchor's write handler: its subrequest has ended */
 
-u_char *
-ngx_http_dqe_oauth_cause(u_char *buf, u_char *last, ngx_uint_t error,
-    ngx_uint_t status, const char *field)
+static void
+ngx_http_dqe_oauth_next(ngx_http_request_t *r)
 {
-    switch (error) {
+    u_char                      *p, buf[NGX_MAX_ERROR_STR];
+    ngx_http_dqe_oauth_fetch_t  *fetch;
 
-    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_REQUEST:
-        return ngx_slprintf(buf, last,
-                            "DQE answered %ui invalid_request (a field is "
-                            "missing or empty): check dqe_oauth_licence, "
-                            "dqe_oauth_secret and dqe_oauth_scope", status);
+    fetch = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
 
-    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_CLIENT:
-        return ngx_slprintf(buf, last,
-                            "DQE answered %ui invalid_client (unknown or "
-                            "expired licence, or wrong secret): check "
-                            "dqe_oauth_licence and dqe_oauth_secret", status);
-
-    case NGX_HTTP_DQE_OAUTH_ERR_UNAUTHORIZED_CLIENT:
-        return ngx_slprintf(buf, last,
-                            "DQE answered %ui unauthorized_client (the "
-                            "licence is not allowed this scope): check "
-                            "dqe_oauth_scope, or ask DQE to add the scope to "
-                            "the licence", status);
-
-    case NGX_HTTP_DQE_OAUTH_ERR_UNSUPPORTED_GRANT:
-        return ngx_slprintf(buf, last,
-                            "DQE answered %ui unsupported_grant_type "
-                            "(unknown scope): check dqe_oauth_scope", status);
-
-    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_GRANT:
-        return ngx_slprintf(buf, last,
-                            "DQE answered %ui invalid_grant (the refresh "
-                            "token was refused)", status);
-
-    case NGX_HTTP_DQE_OAUTH_ERR_REJECTED:
-        return ngx_slprintf(buf, last,
-                            "DQE answered %ui without a known OAuth2 error: "
-                            "check that dqe_oauth_server is DQE's token "
-                            "server", status);
-
-    case NGX_HTTP_DQE_OAUTH_ERR_SERVER:
-        return ngx_slprintf(buf, last,
-                            "DQE answered %ui (a server error; DQE also "
-                            "answers 500 to an unknown parameter name): "
-                            "check dqe_oauth_server and DQE's status",
-                            status);
-
-    case NGX_HTTP_DQE_OAUTH_ERR_TIMEOUT:
-        return ngx_slprintf(buf, last,
-                            "the token request timed out: check "
-                            "dqe_oauth_server, proxy_connect_timeout and "
-                            "proxy_read_timeout");
-
-    case NGX_HTTP_DQE_OAUTH_ERR_CONNECT:
-        return ngx_slprintf(buf, last,
-                            "could not connect to the token server "
-                            "(refused, unreachable, or TLS handshake failed, "
-                            "see the line before): check dqe_oauth_server "
-                            "and proxy_ssl_*");
-
-    case NGX_HTTP_DQE_OAUTH_ERR_BROKEN:
-        return ngx_slprintf(buf, last,
-                            "the token server closed the connection or sent "
-                            "no valid HTTP response: check dqe_oauth_server");
-
-    case NGX_HTTP_DQE_OAUTH_ERR_TOO_BIG:
-        return ngx_slprintf(buf, last,
-                            "the token response was cut short or is larger "
-                            "than " NGX_HTTP_DQE_OAUTH_RESPONSE_TEXT);
-
-    case NGX_HTTP_DQE_OAUTH_ERR_JSON:
-        return ngx_slprintf(buf, last,
-                            "the token response is not a JSON object: check "
-                            "that dqe_oauth_server is DQE's token server");
-
-    case NGX_HTTP_DQE_OAUTH_ERR_FIELD:
-        return ngx_slprintf(buf, last,
-                            "the token response has no valid \"%s\"",
-                            field ? field : "access_token");
-
-    default: /* NGX_HTTP_DQE_OAUTH_ERR_INTERNAL */
-        return ngx_slprintf(buf, last,
-                            "could not start the token request (out of "
-                            "memory, or this request is itself an "
-                            "in-memory subrequest, which nginx cannot "
-                            "nest)");
+    if (!fetch->done || r->postponed) {
+        return;
     }
+
+    if (fetch->error == NGX_HTTP_DQE_OAUTH_OK) {
+
+        if (ngx_http_dqe_oauth_zone_store(fetch->cred, &fetch->claim,
+                                          &fetch->tk)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "dqe_oauth: no room in the zone to keep the token "
+                          "for %V; enlarge dqe_oauth_zone",
+                          &fetch->cred->label);
+        }
+
+        ngx_http_dqe_oauth_end(fetch);
+        return;
+    }
+
+    if (fetch->refreshing && fetch->status >= 400 && fetch->status < 500) {
+
+        /* DQE refused the refresh token: the licence and secret, at once */
+
+        p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), fetch->error,
+                                     fetch->status);
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "dqe_oauth: DQE refused the refresh token for %V (%*s); "
+                      "asking for a new token", &fetch->cred->label,
+                      p - buf, buf);
+
+        fetch->refreshing = 0;
+
+        if (ngx_http_dqe_oauth_send(fetch) == NGX_OK) {
+            /* posted: the loop that called this handler runs it */
+            return;
+        }
+
+        fetch->error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
+    }
+
+    ngx_http_dqe_oauth_failed(fetch);
+    ngx_http_dqe_oauth_end(fetch);
+}
+
+
+/*
+ * Records the failure.  A request that gets no token logs it, with what
+ * it answers; a renewal or keep-warm fetch has no request: it logs it.
+ */
+
+static void
+ngx_http_dqe_oauth_failed(ngx_http_dqe_oauth_fetch_t *fetch)
+{
+    u_char                     *p, buf[NGX_MAX_ERROR_STR];
+    ngx_int_t                   rc;
+    ngx_msec_t                  retry;
+    ngx_http_dqe_oauth_cred_t  *cred;
+
+    cred = fetch->cred;
+
+    rc = ngx_http_dqe_oauth_zone_fail(cred, &fetch->claim, fetch->error,
+                                      fetch->status, &retry);
+
+    if (rc == NGX_BUSY || fetch->why == NGX_HTTP_DQE_OAUTH_COLD) {
+        return;
+    }
+
+    p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), fetch->error,
+                                 fetch->status);
+
+    ngx_log_error(NGX_LOG_WARN, fetch->anchor->connection->log, 0,
+                  "dqe_oauth: %s the token for %V failed: %*s; %s, "
+                  "next try in %M ms",
+                  fetch->why == NGX_HTTP_DQE_OAUTH_RENEW
+                  ? "renewing" : "keeping warm",
+                  &cred->label, p - buf, buf,
+                  rc == NGX_OK ? "the current token is used until its cutoff"
+                               : "no token is left",
+                  retry);
+}
+
+
+static void
+ngx_http_dqe_oauth_end(ngx_http_dqe_oauth_fetch_t *fetch)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    fetch->ended = 1;
+
+    ngx_http_dqe_oauth_wake(fetch->cred);
+
+    r = fetch->anchor;
+    c = r->connection;
+
+    ngx_http_free_request(r, 0);
+    ngx_http_close_connection(c);
+}
+
+
+/* the anchor is torn down before its fetch ended: never leave a mark */
+
+static void
+ngx_http_dqe_oauth_cleanup(void *data)
+{
+    ngx_http_dqe_oauth_fetch_t  *fetch = data;
+
+    if (fetch->ended) {
+        return;
+    }
+
+    fetch->ended = 1;
+
+    if (!fetch->done || fetch->error == NGX_HTTP_DQE_OAUTH_OK) {
+        fetch->error = NGX_HTTP_DQE_OAUTH_ERR_BROKEN;
+    }
+
+    ngx_http_dqe_oauth_failed(fetch);
+    ngx_http_dqe_oauth_wake(fetch->cred);
 }

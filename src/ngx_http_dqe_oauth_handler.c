@@ -2,10 +2,12 @@
 /*
  * Copyright (C) The ngx_http_dqe_oauth_module authors
  *
- * The request side: a precontent phase handler that finds a token (or
- * waits for one, or fetches one), puts it in the Authorization header
- * the upstream will see, and answers with a defined status when no
- * token can be had.
+ * The request side: a precontent phase handler that reads the cache,
+ * puts the token in the Authorization header the upstream will see,
+ * starts a fetch when there is none (or a renewal when it is due), waits
+ * on the cache while a fetch is in flight, and answers with a defined
+ * status when no token can be had.  Fetches themselves belong to the
+ * cache entry (ngx_http_dqe_oauth_fetch.c): a request never runs one.
  */
 
 
@@ -16,31 +18,43 @@
 #include "ngx_http_dqe_oauth_module.h"
 
 
-/* waiting for another request's fetch: polls from 5 ms up to 40 ms apart */
+/*
+ * Waiting for a fetch: the cache is polled from 5 ms up to 40 ms apart;
+ * a fetch of this worker wakes its waiters as soon as it ends.
+ */
 #define NGX_HTTP_DQE_OAUTH_WAIT_MIN  5
 #define NGX_HTTP_DQE_OAUTH_WAIT_MAX  40
 
 
+typedef struct {
+    ngx_http_request_t             *request;
+    ngx_http_dqe_oauth_cred_t      *cred;
+    ngx_str_t                       outcome;    /* $dqe_oauth_status */
+
+    ngx_uint_t                      since;      /* see zone_get */
+    ngx_msec_t                      delay;
+    ngx_event_t                     wait;
+    ngx_queue_t                     queue;      /* in cred->waiters */
+
+    unsigned                        waiting:1;  /* since is set */
+    unsigned                        queued:1;
+    unsigned                        started:1;  /* it asked for the fetch */
+    unsigned                        done:1;
+} ngx_http_dqe_oauth_ctx_t;
+
+
+static ngx_int_t ngx_http_dqe_oauth_handler(ngx_http_request_t *r);
 static ngx_http_dqe_oauth_ctx_t *ngx_http_dqe_oauth_create_ctx(
-    ngx_http_request_t *r, ngx_http_dqe_oauth_loc_conf_t *conf);
+    ngx_http_request_t *r, ngx_http_dqe_oauth_cred_t *cred);
 static void ngx_http_dqe_oauth_cleanup(void *data);
-static ngx_int_t ngx_http_dqe_oauth_start(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_fetch_t *f);
-static void ngx_http_dqe_oauth_renew(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_loc_conf_t *conf);
+static ngx_int_t ngx_http_dqe_oauth_use(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_view_t *view);
 static ngx_int_t ngx_http_dqe_oauth_wait(ngx_http_request_t *r,
     ngx_http_dqe_oauth_ctx_t *ctx);
 static void ngx_http_dqe_oauth_wait_handler(ngx_event_t *ev);
-static ngx_table_elt_t *ngx_http_dqe_oauth_ours(ngx_http_request_t *r);
-static ngx_int_t ngx_http_dqe_oauth_set_header(ngx_http_request_t *r,
-    ngx_str_t *value);
-static ngx_int_t ngx_http_dqe_oauth_rebuild(ngx_http_request_t *r,
-    ngx_str_t *value);
 static ngx_int_t ngx_http_dqe_oauth_fail(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx);
+    ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_view_t *view);
 static ngx_int_t ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r);
-
-
 static ngx_int_t ngx_http_dqe_oauth_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -79,6 +93,30 @@ ngx_http_dqe_oauth_add_variables(ngx_conf_t *cf)
 ngx_int_t
 ngx_http_dqe_oauth_handler_init(ngx_conf_t *cf)
 {
+    ngx_array_t                *handlers;
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    /*
+     * after access checks, so that a refused client never costs a token
+     * request, and last of its phase (handlers run from the array's end):
+     * after try_files, which may serve the request without any upstream,
+     * and after mirror, whose subrequests must not carry our token
+     */
+
+    handlers = &cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers;
+
+    h = ngx_array_push(handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = handlers->elts;
+    ngx_memmove(&h[1], &h[0], (handlers->nelts - 1) * sizeof(*h));
+    h[0] = ngx_http_dqe_oauth_handler;
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_dqe_oauth_header_filter;
 
@@ -86,115 +124,88 @@ ngx_http_dqe_oauth_handler_init(ngx_conf_t *cf)
 }
 
 
-ngx_int_t
+static ngx_int_t
 ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
 {
     ngx_int_t                       rc;
-    ngx_str_t                       header;
+    ngx_uint_t                     *since;
     ngx_http_dqe_oauth_ctx_t       *ctx;
-    ngx_http_dqe_oauth_fetch_t      f;
+    ngx_http_dqe_oauth_view_t       view;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
 
-    if (!conf->active) {
+    /*
+     * a location with no content handler serves files (static, index,
+     * autoindex): nothing goes upstream, no token is needed
+     */
 
-        /* redirected or included here from a location of ours: no token */
-
-        if (r->internal && ngx_http_dqe_oauth_ours(r)) {
-            return ngx_http_dqe_oauth_rebuild(r, NULL);
-        }
-
-        return NGX_DECLINED;
+    if (conf->cred == NULL || r->content_handler == NULL) {
+        return ngx_http_dqe_oauth_take_back(r);
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
 
-    if (ctx == NULL) {
-
-        /* the warm path: one short lock, one allocation, no context */
-
-        rc = ngx_http_dqe_oauth_zone_get(r, conf, &header);
-
-        if (rc == NGX_HTTP_DQE_OAUTH_RENEW) {
-            ngx_http_dqe_oauth_renew(r, conf);
-            rc = NGX_OK;
-        }
-
-        if (rc == NGX_OK) {
-            return ngx_http_dqe_oauth_set_header(r, &header);
-        }
-
-        if (rc == NGX_ERROR) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ctx = ngx_http_dqe_oauth_create_ctx(r, conf);
-        if (ctx == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-    } else {
-
-        switch (ctx->state) {
-
-        case NGX_HTTP_DQE_OAUTH_STATE_DONE:
+    if (ctx) {
+        if (ctx->done) {
             return NGX_DECLINED;
+        }
 
-        case NGX_HTTP_DQE_OAUTH_STATE_FETCHING:
-            /* woken before our subrequest ended */
+        if (ctx->wait.timer_set || ctx->wait.posted) {
+            /* woken by something else */
             return NGX_AGAIN;
+        }
 
-        case NGX_HTTP_DQE_OAUTH_STATE_WAITING:
-            if (ctx->wait.timer_set) {
-                return NGX_AGAIN;
-            }
-
+        if (r == r->main) {
             r->read_event_handler = ngx_http_block_reading;
-            break;
-
-        case NGX_HTTP_DQE_OAUTH_STATE_FETCHED:
-            if (ctx->error != NGX_HTTP_DQE_OAUTH_OK) {
-                return ngx_http_dqe_oauth_fail(r, ctx);
-            }
-
-            ctx->state = NGX_HTTP_DQE_OAUTH_STATE_DONE;
-            ngx_str_set(&ctx->outcome, "MISS");
-            return ngx_http_dqe_oauth_set_header(r, &ctx->header);
-
-        default: /* NGX_HTTP_DQE_OAUTH_STATE_NEW */
-            break;
         }
     }
 
-    ngx_memzero(&f, sizeof(ngx_http_dqe_oauth_fetch_t));
-    f.request = r;
-    f.conf = conf;
+    since = (ctx && ctx->waiting) ? &ctx->since : NULL;
 
-    rc = ngx_http_dqe_oauth_zone_acquire(r, ctx, &f);
+    rc = ngx_http_dqe_oauth_zone_get(conf->cred, since, &view);
+
+    if (rc == NGX_OK && ctx == NULL && !view.renew) {
+        /* the warm path: a token, no context */
+        return ngx_http_dqe_oauth_set_header(r, &view.token);
+    }
+
+    if (ctx == NULL) {
+        ctx = ngx_http_dqe_oauth_create_ctx(r, conf->cred);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
 
     switch (rc) {
 
-    case NGX_HTTP_DQE_OAUTH_HIT:
-        ctx->state = NGX_HTTP_DQE_OAUTH_STATE_DONE;
+    case NGX_OK:
+        return ngx_http_dqe_oauth_use(r, ctx, &view);
 
-        if (ctx->waited) {
-            ngx_str_set(&ctx->outcome, "WAIT");
-
-        } else {
-            ngx_str_set(&ctx->outcome, "HIT");
-        }
-
-        return ngx_http_dqe_oauth_set_header(r, &ctx->header);
-
-    case NGX_HTTP_DQE_OAUTH_WAIT:
+    case NGX_AGAIN:
+        ctx->since = view.completed;
+        ctx->waiting = 1;
         return ngx_http_dqe_oauth_wait(r, ctx);
 
-    case NGX_HTTP_DQE_OAUTH_FAILED:
-        return ngx_http_dqe_oauth_fail(r, ctx);
+    case NGX_DECLINED:
+        ctx->since = view.completed;
+        ctx->waiting = 1;
 
-    case NGX_HTTP_DQE_OAUTH_FETCH:
-        return ngx_http_dqe_oauth_start(r, ctx, &f);
+        rc = ngx_http_dqe_oauth_fetch(conf->cred, NGX_HTTP_DQE_OAUTH_COLD,
+                                      r->connection->log, NULL);
+
+        if (rc == NGX_ERROR) {
+            view.error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
+            return ngx_http_dqe_oauth_fail(r, ctx, &view);
+        }
+
+        /* started, or another request did meanwhile: its outcome is ours */
+
+        ctx->started = (rc == NGX_OK);
+        return ngx_http_dqe_oauth_wait(r, ctx);
+
+    case NGX_BUSY:
+        return ngx_http_dqe_oauth_fail(r, ctx, &view);
 
     default: /* NGX_ERROR */
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -204,7 +215,7 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
 
 static ngx_http_dqe_oauth_ctx_t *
 ngx_http_dqe_oauth_create_ctx(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_loc_conf_t *conf)
+    ngx_http_dqe_oauth_cred_t *cred)
 {
     ngx_http_cleanup_t        *hcln;
     ngx_pool_cleanup_t        *cln;
@@ -234,7 +245,11 @@ ngx_http_dqe_oauth_create_ctx(ngx_http_request_t *r,
     hcln->data = ctx;
 
     ctx->request = r;
-    ctx->conf = conf;
+    ctx->cred = cred;
+
+    ctx->wait.handler = ngx_http_dqe_oauth_wait_handler;
+    ctx->wait.data = ctx;
+    ctx->wait.log = r->connection->log;
 
     ngx_http_set_ctx(r, ctx, ngx_http_dqe_oauth_module);
 
@@ -242,7 +257,7 @@ ngx_http_dqe_oauth_create_ctx(ngx_http_request_t *r,
 }
 
 
-/* the request is gone: no timer may fire for it */
+/* the request is gone: nothing may wake it any more */
 
 static void
 ngx_http_dqe_oauth_cleanup(void *data)
@@ -252,118 +267,125 @@ ngx_http_dqe_oauth_cleanup(void *data)
     if (ctx->wait.timer_set) {
         ngx_del_timer(&ctx->wait);
     }
+
+    if (ctx->wait.posted) {
+        ngx_delete_posted_event(&ctx->wait);
+    }
+
+    if (ctx->queued) {
+        ngx_queue_remove(&ctx->queue);
+        ctx->queued = 0;
+    }
 }
 
 
-/* this request fetches, and waits for its own subrequest */
+/* a token for this request; past its refresh point, a renewal starts */
 
 static ngx_int_t
-ngx_http_dqe_oauth_start(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
-    ngx_http_dqe_oauth_fetch_t *f)
+ngx_http_dqe_oauth_use(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
+    ngx_http_dqe_oauth_view_t *view)
 {
-    ngx_http_dqe_oauth_fetch_t  *fetch;
+    ngx_int_t  rc;
 
-    fetch = ngx_palloc(r->pool, sizeof(ngx_http_dqe_oauth_fetch_t));
+    ctx->done = 1;
 
-    if (fetch) {
-        *fetch = *f;
-        fetch->waiter = ctx;
+    if (ctx->waiting) {
+        if (ctx->started) {
+            ngx_str_set(&ctx->outcome, "MISS");
 
-        ctx->state = NGX_HTTP_DQE_OAUTH_STATE_FETCHING;
-
-        if (ngx_http_dqe_oauth_fetch(fetch) == NGX_OK) {
-            return NGX_AGAIN;
+        } else {
+            ngx_str_set(&ctx->outcome, "WAIT");
         }
+
+    } else {
+        ngx_str_set(&ctx->outcome, "HIT");
     }
 
-    if (!f->unmarked) {
-        ngx_http_dqe_oauth_zone_release(r, f);
-    }
+    /* first: view->token is in a buffer the next zone call overwrites */
 
-    ctx->error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
+    rc = ngx_http_dqe_oauth_set_header(r, &view->token);
 
-    return ngx_http_dqe_oauth_fail(r, ctx);
-}
-
-
-/*
- * Past its refresh point, the token is renewed in the background: this
- * request goes on at once with the current one, and so do all others.
- */
-
-static void
-ngx_http_dqe_oauth_renew(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_loc_conf_t *conf)
-{
-    ngx_http_dqe_oauth_ctx_t    *ctx;
-    ngx_http_dqe_oauth_fetch_t  *fetch;
-
-    fetch = ngx_pcalloc(r->pool, sizeof(ngx_http_dqe_oauth_fetch_t));
-    if (fetch == NULL) {
-        return;
-    }
-
-    fetch->request = r;
-    fetch->conf = conf;
-    fetch->background = 1;
-
-    if (ngx_http_dqe_oauth_zone_renew(r, fetch) != NGX_OK) {
-        /* another request started it meanwhile */
-        return;
-    }
-
-    if (ngx_http_dqe_oauth_fetch(fetch) != NGX_OK) {
-        ngx_http_dqe_oauth_zone_release(r, fetch);
-        return;
-    }
-
-    ctx = ngx_http_dqe_oauth_create_ctx(r, conf);
-
-    if (ctx) {
-        ctx->state = NGX_HTTP_DQE_OAUTH_STATE_DONE;
+    if (view->renew
+        && ngx_http_dqe_oauth_fetch(ctx->cred, NGX_HTTP_DQE_OAUTH_RENEW,
+                                    r->connection->log, NULL)
+           == NGX_OK)
+    {
         ngx_str_set(&ctx->outcome, "RENEW");
     }
+
+    return rc;
 }
 
 
 static ngx_int_t
 ngx_http_dqe_oauth_wait(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
 {
-    ctx->state = NGX_HTTP_DQE_OAUTH_STATE_WAITING;
-
-    if (ctx->wait_delay == 0) {
-        ctx->wait_delay = NGX_HTTP_DQE_OAUTH_WAIT_MIN;
+    if (ctx->delay == 0) {
+        ctx->delay = NGX_HTTP_DQE_OAUTH_WAIT_MIN;
 
     } else {
-        ctx->wait_delay = ngx_min(ctx->wait_delay * 2,
-                                  NGX_HTTP_DQE_OAUTH_WAIT_MAX);
+        ctx->delay = ngx_min(ctx->delay * 2, NGX_HTTP_DQE_OAUTH_WAIT_MAX);
     }
 
-    ctx->wait.handler = ngx_http_dqe_oauth_wait_handler;
-    ctx->wait.data = r;
-    ctx->wait.log = r->connection->log;
+    ngx_add_timer(&ctx->wait, ctx->delay);
 
-    ngx_add_timer(&ctx->wait, ctx->wait_delay);
+    if (!ctx->queued) {
+        ngx_queue_insert_tail(&ctx->cred->waiters, &ctx->queue);
+        ctx->queued = 1;
+    }
 
-    /* a client that leaves while waiting ends its request */
-    r->read_event_handler = ngx_http_test_reading;
+    if (r == r->main) {
+        /* a client that leaves while waiting ends its request */
+        r->read_event_handler = ngx_http_test_reading;
+    }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "dqe_oauth waits %M ms for the fetch of %V",
-                   ctx->wait_delay, &ctx->conf->label);
+                   ctx->delay, &ctx->cred->label);
 
     return NGX_AGAIN;
+}
+
+
+/* a fetch of this worker ended: its waiters look at the cache at once */
+
+void
+ngx_http_dqe_oauth_wake(ngx_http_dqe_oauth_cred_t *cred)
+{
+    ngx_queue_t               *q;
+    ngx_http_dqe_oauth_ctx_t  *ctx;
+
+    while (!ngx_queue_empty(&cred->waiters)) {
+        q = ngx_queue_head(&cred->waiters);
+        ctx = ngx_queue_data(q, ngx_http_dqe_oauth_ctx_t, queue);
+
+        ngx_queue_remove(q);
+        ctx->queued = 0;
+
+        if (ctx->wait.timer_set) {
+            ngx_del_timer(&ctx->wait);
+        }
+
+        ngx_post_event(&ctx->wait, &ngx_posted_events);
+    }
 }
 
 
 static void
 ngx_http_dqe_oauth_wait_handler(ngx_event_t *ev)
 {
-    ngx_connection_t    *c;
-    ngx_http_request_t  *r;
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_dqe_oauth_ctx_t  *ctx;
 
-    r = ev->data;
+    ctx = ev->data;
+    r = ctx->request;
     c = r->connection;
+
+    if (ctx->queued) {
+        ngx_queue_remove(&ctx->queue);
+        ctx->queued = 0;
+    }
 
     ngx_http_set_log_request(c->log, r);
 
@@ -373,182 +395,45 @@ ngx_http_dqe_oauth_wait_handler(ngx_event_t *ev)
 }
 
 
-ngx_int_t
-ngx_http_dqe_oauth_bearer(ngx_http_request_t *r, ngx_str_t *header,
-    ngx_str_t *token)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(r->pool, sizeof("Bearer ") - 1 + token->len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    header->data = p;
-    p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
-    p = ngx_cpymem(p, token->data, token->len);
-    header->len = p - header->data;
-
-    return NGX_OK;
-}
-
-
-/*
- * Exactly one Authorization header goes upstream, ours.  Its entry has
- * hash 0: proxy_pass sends it, but variables such as $http_authorization
- * skip it, so no log format can print the token; it is told apart by its
- * lowcase_key.  The client's own entry (nginx allows one) is never
- * changed, as subrequests may share it: $remote_user still reads it.
- */
-
-static u_char  ngx_http_dqe_oauth_lowcase_key[] = "authorization";
-
-
-/* our entry, put there before an internal redirect, or NULL */
-
-static ngx_table_elt_t *
-ngx_http_dqe_oauth_ours(ngx_http_request_t *r)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].lowcase_key == ngx_http_dqe_oauth_lowcase_key) {
-            return &h[i];
-        }
-    }
-}
-
+/* one error line that says what went wrong and what to check */
 
 static ngx_int_t
-ngx_http_dqe_oauth_set_header(ngx_http_request_t *r, ngx_str_t *value)
+ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
+    ngx_http_dqe_oauth_view_t *view)
 {
-    ngx_table_elt_t  *h;
+    u_char                         *p, buf[NGX_MAX_ERROR_STR];
+    char                           *action;
+    ngx_log_t                      *log;
+    ngx_http_dqe_oauth_loc_conf_t  *conf;
 
-    h = NULL;
+    ctx->done = 1;
+    ngx_str_set(&ctx->outcome, "ERROR");
 
-    if (r == r->main) {
+    p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), view->error,
+                                 view->status);
 
-        if (r->internal) {
-            /* a redirect from another location of ours: the entry is ours */
-            h = ngx_http_dqe_oauth_ours(r);
-        }
+    log = r->connection->log;
 
-        if (h == NULL && r->headers_in.authorization == NULL) {
-            h = ngx_list_push(&r->headers_in.headers);
-            if (h == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
+    /* not an action left by an earlier step of this request */
+    action = log->action;
+    log->action = NULL;
 
-            ngx_str_set(&h->key, "Authorization");
-            h->lowcase_key = ngx_http_dqe_oauth_lowcase_key;
-            h->hash = 0;
-        }
+    if (view->retry_in) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "dqe_oauth: no token for %V: %*s; next token request "
+                      "in %M ms", &ctx->cred->label, p - buf, buf,
+                      view->retry_in);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, log, 0, "dqe_oauth: no token for %V: %*s",
+                      &ctx->cred->label, p - buf, buf);
     }
 
-    if (h == NULL) {
-        /* a subrequest, or a client's own header: a list of our own */
-        return ngx_http_dqe_oauth_rebuild(r, value);
-    }
+    log->action = action;
 
-    h->value = *value;
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
 
-    return NGX_DECLINED;
-}
-
-
-/*
- * A copy of the header list without any Authorization entry, then with
- * ours (value), or, with value NULL, with the client's own back: for a
- * request that reaches a location without the module after one with it.
- */
-
-static ngx_int_t
-ngx_http_dqe_oauth_rebuild(ngx_http_request_t *r, ngx_str_t *value)
-{
-    ngx_uint_t        i, n;
-    ngx_list_t        headers;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *nh;
-
-    n = 1;
-
-    for (part = &r->headers_in.headers.part; part; part = part->next) {
-        n += part->nelts;
-    }
-
-    if (ngx_list_init(&headers, r->pool, n, sizeof(ngx_table_elt_t))
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Authorization") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Authorization",
-                               sizeof("Authorization") - 1)
-               == 0)
-        {
-            continue;
-        }
-
-        nh = ngx_list_push(&headers);
-        if (nh == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        *nh = h[i];
-    }
-
-    if (value || r->headers_in.authorization) {
-        nh = ngx_list_push(&headers);
-        if (nh == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        if (value) {
-            ngx_str_set(&nh->key, "Authorization");
-            nh->value = *value;
-            nh->lowcase_key = ngx_http_dqe_oauth_lowcase_key;
-            nh->hash = 0;
-
-        } else {
-            *nh = *r->headers_in.authorization;
-        }
-    }
-
-    r->headers_in.headers = headers;
-
-    return NGX_DECLINED;
+    return conf->error_status;
 }
 
 
@@ -572,14 +457,21 @@ ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
 
-    if (conf->active) {
-        h = ngx_http_dqe_oauth_ours(r);
+    if (conf->cred == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
 
-        if (h && h->value.len > sizeof("Bearer ") - 1) {
-            token.data = h->value.data + sizeof("Bearer ") - 1;
-            token.len = h->value.len - (sizeof("Bearer ") - 1);
+    h = ngx_http_dqe_oauth_ours(r);
 
-            ngx_http_dqe_oauth_zone_purge(r, conf, &token);
+    if (h && h->value.len > sizeof("Bearer ") - 1) {
+        token.data = h->value.data + sizeof("Bearer ") - 1;
+        token.len = h->value.len - (sizeof("Bearer ") - 1);
+
+        if (ngx_http_dqe_oauth_zone_purge(conf->cred, &token) == NGX_OK) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "dqe_oauth: the API refused the token for %V "
+                          "(401): it is dropped, the next request gets a "
+                          "new one", &conf->cred->label);
         }
     }
 
@@ -587,48 +479,11 @@ ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
 }
 
 
-/* one error line that says what went wrong and what to check */
-
-static ngx_int_t
-ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
-{
-    u_char     *p, buf[NGX_MAX_ERROR_STR];
-    char       *action;
-    ngx_log_t  *log;
-
-    ctx->state = NGX_HTTP_DQE_OAUTH_STATE_DONE;
-    ngx_str_set(&ctx->outcome, "ERROR");
-
-    p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), ctx->error,
-                                 ctx->status, ctx->field);
-
-    log = r->connection->log;
-
-    /* not "while sending to client" left by the subrequest */
-    action = log->action;
-    log->action = NULL;
-
-    if (ctx->retry_in) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: %*s; next token request "
-                      "in %M ms", &ctx->conf->label, p - buf, buf,
-                      ctx->retry_in);
-
-    } else {
-        ngx_log_error(NGX_LOG_ERR, log, 0, "dqe_oauth: no token for %V: %*s",
-                      &ctx->conf->label, p - buf, buf);
-    }
-
-    log->action = action;
-
-    return ctx->conf->error_status;
-}
-
-
 /*
  * $dqe_oauth_status: how this request got its token, for access logs:
  * HIT (cached), RENEW (cached, and it started a background renewal),
- * WAIT (waited for another request's fetch), MISS (fetched it), ERROR.
+ * WAIT (waited for another request's fetch), MISS (waited for the fetch
+ * it asked for), ERROR.
  */
 
 static ngx_int_t
@@ -641,20 +496,13 @@ ngx_http_dqe_oauth_status_variable(ngx_http_request_t *r,
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
 
-    if (ctx && ctx->request == r && ctx->outcome.len) {
+    if (ctx && ctx->outcome.len) {
         s = &ctx->outcome;
 
-    } else if (ctx == NULL) {
-        conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
-
+    } else if (ctx == NULL && conf->cred && ngx_http_dqe_oauth_ours(r)) {
         /* the warm path leaves no context, only our header */
-
-        if (!conf->active || ngx_http_dqe_oauth_ours(r) == NULL) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
         s = &hit;
 
     } else {

@@ -2,8 +2,8 @@
 /*
  * Copyright (C) The ngx_http_dqe_oauth_module authors
  *
- * Directives, configuration, and the hidden location through which
- * token requests reach DQE's /oauth/access_token/ endpoint.
+ * Directives and configuration: the credential sets the locations use,
+ * the shared zone, and the keep-warm timer of each worker.
  */
 
 
@@ -20,8 +20,10 @@ static void *ngx_http_dqe_oauth_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_dqe_oauth_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static ngx_int_t ngx_http_dqe_oauth_derive(ngx_conf_t *cf,
+static ngx_http_dqe_oauth_cred_t *ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf,
     ngx_http_dqe_oauth_loc_conf_t *conf);
+static ngx_int_t ngx_http_dqe_oauth_init_process(ngx_cycle_t *cycle);
+static void ngx_http_dqe_oauth_warm_handler(ngx_event_t *ev);
 
 static char *ngx_http_dqe_oauth_set_str(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -37,13 +39,6 @@ static char *ngx_http_dqe_oauth_set_ahead(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_dqe_oauth_set_status(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-
-static ngx_http_dqe_oauth_endpoint_t *ngx_http_dqe_oauth_add_endpoint(
-    ngx_conf_t *cf, ngx_str_t *url);
-static char *ngx_http_dqe_oauth_parse_text(ngx_conf_t *cf,
-    ngx_http_conf_ctx_t *ctx, ngx_str_t *text);
-static ngx_int_t ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
-    ngx_http_dqe_oauth_endpoint_t *ep);
 
 
 static ngx_conf_enum_t  ngx_http_dqe_oauth_methods[] = {
@@ -118,6 +113,13 @@ static ngx_command_t  ngx_http_dqe_oauth_commands[] = {
       offsetof(ngx_http_dqe_oauth_loc_conf_t, refresh_token),
       NULL },
 
+    { ngx_string("dqe_oauth_keep_warm"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, keep_warm),
+      NULL },
+
     { ngx_string("dqe_oauth_error_status"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_dqe_oauth_set_status,
@@ -158,7 +160,7 @@ ngx_module_t  ngx_http_dqe_oauth_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_dqe_oauth_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
@@ -187,6 +189,13 @@ ngx_http_dqe_oauth_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&dmcf->creds, cf->pool, 4,
+                       sizeof(ngx_http_dqe_oauth_cred_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     return dmcf;
 }
 
@@ -209,8 +218,9 @@ ngx_http_dqe_oauth_create_loc_conf(ngx_conf_t *cf)
      *     conf->secret = { 0, NULL };
      *     conf->scope = { 0, NULL };
      *     conf->endpoint = NULL;
-     *     conf->active = 0;
+     *     conf->cred = NULL;
      *     conf->set_here = 0;
+     *     conf->hidden = 0;
      */
 
     conf->enable = NGX_CONF_UNSET;
@@ -219,6 +229,7 @@ ngx_http_dqe_oauth_create_loc_conf(ngx_conf_t *cf)
     conf->refresh_ahead = NGX_CONF_UNSET_MSEC;
     conf->refresh_ahead_pct = NGX_CONF_UNSET_UINT;
     conf->refresh_token = NGX_CONF_UNSET;
+    conf->keep_warm = NGX_CONF_UNSET;
     conf->error_status = NGX_CONF_UNSET_UINT;
 
     return conf;
@@ -234,6 +245,11 @@ ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     const char                *missing;
     ngx_flag_t                 explicit;
     ngx_http_core_loc_conf_t  *clcf;
+
+    if (conf->hidden) {
+        /* the token location itself: never a token of its own */
+        return NGX_CONF_OK;
+    }
 
     explicit = (conf->enable == 1);
 
@@ -262,6 +278,7 @@ ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->error_status, prev->error_status,
                               NGX_HTTP_BAD_GATEWAY);
     ngx_conf_merge_value(conf->refresh_token, prev->refresh_token, 1);
+    ngx_conf_merge_value(conf->keep_warm, prev->keep_warm, 0);
 
     /* the two fields of dqe_oauth_refresh_ahead are set together */
 
@@ -308,14 +325,14 @@ ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             return NGX_CONF_ERROR;
         }
 
-        conf->active = 0;
         return NGX_CONF_OK;
     }
 
-    conf->active = conf->enable ? 1 : 0;
-
-    if (conf->active && ngx_http_dqe_oauth_derive(cf, conf) != NGX_OK) {
-        return NGX_CONF_ERROR;
+    if (conf->enable) {
+        conf->cred = ngx_http_dqe_oauth_add_cred(cf, conf);
+        if (conf->cred == NULL) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     return NGX_CONF_OK;
@@ -324,15 +341,63 @@ ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 /*
  * Everything a request needs is computed here once: the form fields
- * (URL-encoded), the cache key digest and the label used in logs.
+ * (URL-encoded), the cache key digest and the label used in logs.  The
+ * locations that give the same values share one credential set.
  */
 
-static ngx_int_t
-ngx_http_dqe_oauth_derive(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
+static ngx_http_dqe_oauth_cred_t *
+ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
 {
-    u_char      *p;
-    size_t       len;
-    ngx_sha1_t   sha1;
+    u_char                           *p;
+    size_t                            len;
+    ngx_uint_t                        i;
+    ngx_sha1_t                        sha1;
+    ngx_http_dqe_oauth_cred_t        *cred, **credp;
+    ngx_http_dqe_oauth_main_conf_t   *dmcf;
+
+    cred = ngx_pcalloc(cf->pool, sizeof(ngx_http_dqe_oauth_cred_t));
+    if (cred == NULL) {
+        return NULL;
+    }
+
+    cred->endpoint = conf->endpoint;
+    cred->method = conf->method;
+    cred->expiry_margin = conf->expiry_margin;
+    cred->refresh_ahead = conf->refresh_ahead;
+    cred->refresh_ahead_pct = conf->refresh_ahead_pct;
+    cred->refresh_token = conf->refresh_token;
+    cred->keep_warm = conf->keep_warm;
+
+    /* the key: endpoint, licence, scope and secret, NUL-separated */
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, conf->endpoint->url.data, conf->endpoint->url.len);
+    ngx_sha1_update(&sha1, "", 1);
+    ngx_sha1_update(&sha1, conf->licence.data, conf->licence.len);
+    ngx_sha1_update(&sha1, "", 1);
+    ngx_sha1_update(&sha1, conf->scope.data, conf->scope.len);
+    ngx_sha1_update(&sha1, "", 1);
+    ngx_sha1_update(&sha1, conf->secret.data, conf->secret.len);
+    ngx_sha1_final(cred->digest, &sha1);
+
+    dmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dqe_oauth_module);
+
+    credp = dmcf->creds.elts;
+
+    for (i = 0; i < dmcf->creds.nelts; i++) {
+        if (credp[i]->endpoint == cred->endpoint
+            && ngx_memcmp(credp[i]->digest, cred->digest,
+                          NGX_HTTP_DQE_OAUTH_DIGEST_LEN) == 0
+            && credp[i]->method == cred->method
+            && credp[i]->expiry_margin == cred->expiry_margin
+            && credp[i]->refresh_ahead == cred->refresh_ahead
+            && credp[i]->refresh_ahead_pct == cred->refresh_ahead_pct
+            && credp[i]->refresh_token == cred->refresh_token
+            && credp[i]->keep_warm == cred->keep_warm)
+        {
+            return credp[i];
+        }
+    }
 
     len = sizeof("client_id=&client_secret=&scope=") - 1
           + conf->licence.len + conf->secret.len + conf->scope.len
@@ -343,10 +408,10 @@ ngx_http_dqe_oauth_derive(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
 
     p = ngx_pnalloc(cf->pool, len);
     if (p == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
-    conf->params.data = p;
+    cred->params.data = p;
 
     /* all but letters, digits and "-._~" is percent-encoded */
 
@@ -359,35 +424,32 @@ ngx_http_dqe_oauth_derive(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
     p = ngx_cpymem(p, "&scope=", sizeof("&scope=") - 1);
     p = ngx_cpymem(p, conf->scope.data, conf->scope.len);
 
-    conf->params.len = p - conf->params.data;
-
-    /* the key: endpoint, licence, scope and secret, NUL-separated */
-
-    ngx_sha1_init(&sha1);
-    ngx_sha1_update(&sha1, conf->endpoint->url.data, conf->endpoint->url.len);
-    ngx_sha1_update(&sha1, "", 1);
-    ngx_sha1_update(&sha1, conf->licence.data, conf->licence.len);
-    ngx_sha1_update(&sha1, "", 1);
-    ngx_sha1_update(&sha1, conf->scope.data, conf->scope.len);
-    ngx_sha1_update(&sha1, "", 1);
-    ngx_sha1_update(&sha1, conf->secret.data, conf->secret.len);
-    ngx_sha1_final(conf->digest, &sha1);
+    cred->params.len = p - cred->params.data;
 
     len = sizeof("server \"\", licence \"\", scope \"\"") - 1
           + conf->endpoint->url.len + conf->licence.len + conf->scope.len;
 
     p = ngx_pnalloc(cf->pool, len);
     if (p == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
-    conf->label.data = p;
-    conf->label.len = ngx_sprintf(p, "server \"%V\", licence \"%V\", "
+    cred->label.data = p;
+    cred->label.len = ngx_sprintf(p, "server \"%V\", licence \"%V\", "
                                   "scope \"%V\"", &conf->endpoint->url,
                                   &conf->licence, &conf->scope)
                       - p;
 
-    return NGX_OK;
+    ngx_queue_init(&cred->waiters);
+
+    credp = ngx_array_push(&dmcf->creds);
+    if (credp == NULL) {
+        return NULL;
+    }
+
+    *credp = cred;
+
+    return cred;
 }
 
 
@@ -759,280 +821,11 @@ ngx_http_dqe_oauth_set_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/*
- * Each dqe_oauth_server gets a hidden location, built here from ordinary
- * proxy directives, so that token requests go through nginx's own proxy
- * and upstream code: TLS, timeouts, keepalive and resolver work as usual.
- * It is never matched by URI; subrequests are pointed at it directly.
- * It inherits from the enclosing server{} (or http{}), not from the
- * location, so that proxy_set_header and the like written for the API
- * never leak into the token request.
- */
-
-static ngx_http_dqe_oauth_endpoint_t *
-ngx_http_dqe_oauth_add_endpoint(ngx_conf_t *cf, ngx_str_t *url)
-{
-    void                            **parent;
-    ngx_str_t                         text;
-    ngx_uint_t                        i, https;
-    ngx_http_module_t                *module;
-    ngx_http_conf_ctx_t              *ctx, *pctx;
-    ngx_http_core_srv_conf_t         *cscf;
-    ngx_http_core_loc_conf_t         *clcf;
-    ngx_http_dqe_oauth_endpoint_t    *ep, **epp;
-    ngx_http_dqe_oauth_main_conf_t   *dmcf;
-
-    pctx = cf->ctx;
-
-    if (cf->cmd_type & NGX_HTTP_MAIN_CONF) {
-        parent = pctx->loc_conf;
-
-    } else {
-        cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
-        parent = cscf->ctx->loc_conf;
-    }
-
-    dmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dqe_oauth_module);
-
-    epp = dmcf->endpoints.elts;
-
-    for (i = 0; i < dmcf->endpoints.nelts; i++) {
-        if (epp[i]->parent == parent
-            && epp[i]->url.len == url->len
-            && ngx_strncmp(epp[i]->url.data, url->data, url->len) == 0)
-        {
-            return epp[i];
-        }
-    }
-
-    ep = ngx_pcalloc(cf->pool, sizeof(ngx_http_dqe_oauth_endpoint_t));
-    if (ep == NULL) {
-        return NULL;
-    }
-
-    ep->url = *url;
-    ep->parent = parent;
-
-    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_conf_ctx_t));
-    if (ctx == NULL) {
-        return NULL;
-    }
-
-    ctx->main_conf = pctx->main_conf;
-    ctx->srv_conf = pctx->srv_conf;
-
-    ctx->loc_conf = ngx_pcalloc(cf->pool, sizeof(void *) * ngx_http_max_module);
-    if (ctx->loc_conf == NULL) {
-        return NULL;
-    }
-
-    for (i = 0; cf->cycle->modules[i]; i++) {
-        if (cf->cycle->modules[i]->type != NGX_HTTP_MODULE) {
-            continue;
-        }
-
-        module = cf->cycle->modules[i]->ctx;
-
-        if (module->create_loc_conf) {
-            ctx->loc_conf[cf->cycle->modules[i]->ctx_index] =
-                                                   module->create_loc_conf(cf);
-            if (ctx->loc_conf[cf->cycle->modules[i]->ctx_index] == NULL) {
-                return NULL;
-            }
-        }
-    }
-
-    clcf = ctx->loc_conf[ngx_http_core_module.ctx_index];
-    clcf->loc_conf = ctx->loc_conf;
-    ngx_str_set(&clcf->name, NGX_HTTP_DQE_OAUTH_LOCATION);
-    clcf->exact_match = 1;
-    clcf->internal = 1;
-
-    ep->ctx = ctx;
-
-    text.len = sizeof("proxy_pass " NGX_HTTP_DQE_OAUTH_TOKEN_PATH ";") - 1
-               + url->len + 512;
-    text.data = ngx_pnalloc(cf->pool, text.len);
-    if (text.data == NULL) {
-        return NULL;
-    }
-
-    /*
-     * the secret goes only to a server whose certificate checks out (the
-     * trusted certificates are inherited: without them "nginx -t" fails);
-     * POST bodies are not retried elsewhere by default, the reply is read
-     * into memory (bounded), and nothing is cached, stored or logged
-     */
-
-    https = (url->len > 8
-             && ngx_strncmp(url->data, "https://", sizeof("https://") - 1)
-                == 0);
-
-    text.len = ngx_snprintf(text.data, text.len,
-                   "proxy_pass %V" NGX_HTTP_DQE_OAUTH_TOKEN_PATH ";"
-                   "%s"
-                   "access_log off;"
-                   "log_subrequest off;"
-                   "proxy_http_version 1.1;"
-                   "proxy_set_header Connection \"\";"
-                   "proxy_pass_request_headers on;"
-                   "proxy_pass_request_body on;"
-                   "proxy_intercept_errors off;"
-                   "proxy_store off;"
-#if (NGX_HTTP_CACHE)
-                   "proxy_cache off;"
-#endif
-#if (NGX_HTTP_SSL)
-                   "proxy_ssl_server_name on;"
-#endif
-                   "subrequest_output_buffer_size "
-                   NGX_HTTP_DQE_OAUTH_RESPONSE_TEXT ";",
-                   url, https ? "proxy_ssl_verify on;" : "")
-               - text.data;
-
-    if (ngx_http_dqe_oauth_parse_text(cf, ctx, &text) != NGX_CONF_OK) {
-        return NULL;
-    }
-
-    epp = ngx_array_push(&dmcf->endpoints);
-    if (epp == NULL) {
-        return NULL;
-    }
-
-    *epp = ep;
-
-    return ep;
-}
-
-
-/* runs directives from memory, as "nginx -g" does */
-
-static char *
-ngx_http_dqe_oauth_parse_text(ngx_conf_t *cf, ngx_http_conf_ctx_t *ctx,
-    ngx_str_t *text)
-{
-    char             *rv;
-    ngx_buf_t         b;
-    ngx_conf_t        save;
-    ngx_conf_file_t   conf_file;
-
-    ngx_memzero(&b, sizeof(ngx_buf_t));
-
-    b.start = text->data;
-    b.pos = text->data;
-    b.last = text->data + text->len;
-    b.end = b.last;
-    b.temporary = 1;
-
-    ngx_memzero(&conf_file, sizeof(ngx_conf_file_t));
-
-    /*
-     * the file name and line of the directive: upstreams keep them, to
-     * report later, e.g., a host that does not resolve
-     */
-
-    conf_file.file.fd = NGX_INVALID_FILE;
-    conf_file.file.name = cf->conf_file->file.name;
-    conf_file.line = cf->conf_file->line;
-    conf_file.buffer = &b;
-
-    save = *cf;
-
-    cf->args = ngx_array_create(cf->temp_pool, 4, sizeof(ngx_str_t));
-    if (cf->args == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    cf->conf_file = &conf_file;
-    cf->ctx = ctx;
-    cf->cmd_type = NGX_HTTP_LOC_CONF;
-    cf->module_type = NGX_HTTP_MODULE;
-    cf->handler = NULL;
-
-    rv = ngx_conf_parse(cf, NULL);
-
-    *cf = save;
-
-    return rv;
-}
-
-
-static ngx_int_t
-ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
-    ngx_http_dqe_oauth_endpoint_t *ep)
-{
-    char                      *rv;
-    ngx_uint_t                 i, idx;
-    ngx_http_module_t         *module;
-    ngx_http_conf_ctx_t       *ctx, saved;
-    ngx_http_upstream_conf_t  *ucf;
-
-    ctx = cf->ctx;
-    saved = *ctx;
-
-    *ctx = *ep->ctx;
-
-    rv = NGX_CONF_OK;
-    ucf = NULL;
-
-    for (i = 0; cf->cycle->modules[i]; i++) {
-        if (cf->cycle->modules[i]->type != NGX_HTTP_MODULE) {
-            continue;
-        }
-
-        module = cf->cycle->modules[i]->ctx;
-        idx = cf->cycle->modules[i]->ctx_index;
-
-        if (module->merge_loc_conf) {
-            rv = module->merge_loc_conf(cf, ep->parent[idx],
-                                        ep->ctx->loc_conf[idx]);
-            if (rv != NGX_CONF_OK) {
-                break;
-            }
-        }
-
-        /* the proxy module's location conf starts with the upstream conf */
-
-        if (ngx_strcmp(cf->cycle->modules[i]->name, "ngx_http_proxy_module")
-            == 0)
-        {
-            ucf = ep->ctx->loc_conf[idx];
-        }
-    }
-
-    *ctx = saved;
-
-    if (rv != NGX_CONF_OK) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "dqe_oauth: the token requests to \"%V\" cannot be "
-                      "set up: %s; they take proxy_* settings from the "
-                      "server{} or http{} where dqe_oauth_server is "
-                      "written, and always verify the server's certificate "
-                      "(proxy_ssl_trusted_certificate)", &ep->url,
-                      rv == NGX_CONF_ERROR ? "see the line before" : rv);
-        return NGX_ERROR;
-    }
-
-    if (ucf) {
-        ep->timeout = ucf->connect_timeout + ucf->send_timeout
-                      + ucf->read_timeout;
-
-    } else {
-        ep->timeout = 180000;
-    }
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_http_dqe_oauth_init(ngx_conf_t *cf)
 {
     ngx_uint_t                        i;
-    ngx_array_t                      *handlers;
-    ngx_http_handler_pt              *h;
-    ngx_http_core_main_conf_t        *cmcf;
-    ngx_http_dqe_oauth_endpoint_t   **epp;
+    ngx_http_dqe_oauth_cred_t       **credp;
     ngx_http_dqe_oauth_main_conf_t   *dmcf;
 
     dmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dqe_oauth_module);
@@ -1052,37 +845,102 @@ ngx_http_dqe_oauth_init(ngx_conf_t *cf)
         }
     }
 
-    epp = dmcf->endpoints.elts;
+    credp = dmcf->creds.elts;
 
-    for (i = 0; i < dmcf->endpoints.nelts; i++) {
-        if (ngx_http_dqe_oauth_merge_endpoint(cf, epp[i]) != NGX_OK) {
-            return NGX_ERROR;
-        }
+    for (i = 0; i < dmcf->creds.nelts; i++) {
+        credp[i]->zone = dmcf->shm_zone->data;
     }
 
-    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
-
-    /*
-     * after access checks, so that a refused client never costs a token
-     * request, and last of its phase (handlers run from the array's end):
-     * after try_files, which may serve the request without any upstream,
-     * and after mirror, whose subrequests must not carry our token
-     */
-
-    handlers = &cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers;
-
-    h = ngx_array_push(handlers);
-    if (h == NULL) {
+    if (ngx_http_dqe_oauth_init_endpoints(cf) != NGX_OK) {
         return NGX_ERROR;
     }
-
-    h = handlers->elts;
-    ngx_memmove(&h[1], &h[0], (handlers->nelts - 1) * sizeof(*h));
-    h[0] = ngx_http_dqe_oauth_handler;
 
     if (ngx_http_dqe_oauth_handler_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
     return ngx_http_dqe_oauth_fetch_init(cf);
+}
+
+
+/*
+ * dqe_oauth_keep_warm: each worker looks at the credential sets that ask
+ * for it, at once and then as often as their entries need (at most a
+ * second apart); the zone's in-flight mark lets one fetch run for all.
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    ngx_http_dqe_oauth_cred_t       **credp;
+    ngx_http_dqe_oauth_main_conf_t   *dmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    dmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_dqe_oauth_module);
+
+    if (dmcf == NULL || !dmcf->used) {
+        return NGX_OK;
+    }
+
+    credp = dmcf->creds.elts;
+
+    for (i = 0; i < dmcf->creds.nelts; i++) {
+        if (credp[i]->keep_warm) {
+            break;
+        }
+    }
+
+    if (i == dmcf->creds.nelts) {
+        return NGX_OK;
+    }
+
+    dmcf->warm.handler = ngx_http_dqe_oauth_warm_handler;
+    dmcf->warm.data = dmcf;
+    dmcf->warm.log = cycle->log;
+    dmcf->warm.cancelable = 1;
+
+    ngx_add_timer(&dmcf->warm, 1);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_dqe_oauth_warm_handler(ngx_event_t *ev)
+{
+    ngx_http_dqe_oauth_main_conf_t *dmcf = ev->data;
+
+    ngx_uint_t                   i;
+    ngx_msec_t                   next, wait;
+    ngx_http_dqe_oauth_cred_t  **credp;
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    next = 1000;
+    credp = dmcf->creds.elts;
+
+    for (i = 0; i < dmcf->creds.nelts; i++) {
+
+        if (!credp[i]->keep_warm) {
+            continue;
+        }
+
+        wait = 1000;
+
+        (void) ngx_http_dqe_oauth_fetch(credp[i], NGX_HTTP_DQE_OAUTH_WARM,
+                                        ev->log, &wait);
+
+        next = ngx_min(next, wait);
+    }
+
+    ngx_add_timer(ev, ngx_max(next, 10));
 }

@@ -4,7 +4,8 @@
  *
  * Reading DQE's replies: the token JSON, checked field by field before a
  * byte of it can reach a request header, and the error bodies, in
- * OAuth2's JSON form or anything else.
+ * OAuth2's JSON form or anything else; and what each failure means, for
+ * the one log line it gets.
  */
 
 
@@ -36,9 +37,9 @@ static ngx_http_dqe_oauth_error_name_t  ngx_http_dqe_oauth_errors[] = {
     { ngx_string("invalid_request"), NGX_HTTP_DQE_OAUTH_ERR_INVALID_REQUEST },
     { ngx_string("invalid_client"), NGX_HTTP_DQE_OAUTH_ERR_INVALID_CLIENT },
     { ngx_string("unauthorized_client"),
-      NGX_HTTP_DQE_OAUTH_ERR_UNAUTHORIZED_CLIENT },
+    NGX_HTTP_DQE_OAUTH_ERR_UNAUTHORIZED_CLIENT },
     { ngx_string("unsupported_grant_type"),
-      NGX_HTTP_DQE_OAUTH_ERR_UNSUPPORTED_GRANT },
+    NGX_HTTP_DQE_OAUTH_ERR_UNSUPPORTED_GRANT },
     { ngx_string("invalid_grant"), NGX_HTTP_DQE_OAUTH_ERR_INVALID_GRANT },
     { ngx_null_string, 0 }
 };
@@ -46,7 +47,7 @@ static ngx_http_dqe_oauth_error_name_t  ngx_http_dqe_oauth_errors[] = {
 
 /*
  * Returns NGX_OK with tk filled, or NGX_DECLINED for a body that is not
- * a JSON object (tk->field NULL), or NGX_ERROR naming the bad field.
+ * a JSON object, or NGX_ERROR with tk->error naming the bad field.
  * tk's strings point into data, which must outlive them.
  */
 
@@ -76,7 +77,7 @@ ngx_http_dqe_oauth_parse_token(u_char *data, size_t len,
     item = cJSON_GetObjectItemCaseSensitive(root, "access_token");
 
     if (ngx_http_dqe_oauth_visible(item, &tk->token) != NGX_OK) {
-        tk->field = "access_token";
+        tk->error = NGX_HTTP_DQE_OAUTH_ERR_ACCESS_TOKEN;
         goto done;
     }
 
@@ -86,14 +87,14 @@ ngx_http_dqe_oauth_parse_token(u_char *data, size_t len,
         || type.len != sizeof("Bearer") - 1
         || ngx_strncasecmp(type.data, (u_char *) "Bearer", type.len) != 0)
     {
-        tk->field = "token_type";
+        tk->error = NGX_HTTP_DQE_OAUTH_ERR_TOKEN_TYPE;
         goto done;
     }
 
     item = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
 
     if (ngx_http_dqe_oauth_expires(item, &tk->expires_in) != NGX_OK) {
-        tk->field = "expires_in";
+        tk->error = NGX_HTTP_DQE_OAUTH_ERR_EXPIRES_IN;
         goto done;
     }
 
@@ -278,4 +279,114 @@ ngx_http_dqe_oauth_parse_error(u_char *data, size_t len)
     }
 
     return NGX_HTTP_DQE_OAUTH_OK;
+}
+
+
+/*
+ * The causes, by ngx_http_dqe_oauth_err_e: what went wrong and what to
+ * check, with DQE's status as "%ui".
+ */
+
+static const char  *ngx_http_dqe_oauth_causes[] = {
+
+    /* NGX_HTTP_DQE_OAUTH_OK */
+    "no error",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_INVALID_REQUEST */
+    "DQE answered %ui invalid_request (a field is missing or empty): "
+    "check dqe_oauth_licence, dqe_oauth_secret and dqe_oauth_scope",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_INVALID_CLIENT */
+    "DQE answered %ui invalid_client (unknown or expired licence, or "
+    "wrong secret): check dqe_oauth_licence and dqe_oauth_secret",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_UNAUTHORIZED_CLIENT */
+    "DQE answered %ui unauthorized_client (the licence is not allowed "
+    "this scope): check dqe_oauth_scope, or ask DQE to add the scope to "
+    "the licence",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_UNSUPPORTED_GRANT */
+    "DQE answered %ui unsupported_grant_type (unknown scope): check "
+    "dqe_oauth_scope",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_INVALID_GRANT */
+    "DQE answered %ui invalid_grant (the refresh token was refused)",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_REJECTED */
+    "DQE answered %ui without a known OAuth2 error: check that "
+    "dqe_oauth_server is DQE's token server",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_SERVER */
+    "DQE answered %ui (a server error; DQE also answers 500 to an "
+    "unknown parameter name): check dqe_oauth_server and DQE's status",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_TIMEOUT */
+    "the token request timed out: check dqe_oauth_server, "
+    "proxy_connect_timeout and proxy_read_timeout",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_CONNECT */
+    "could not connect to the token server (refused, unreachable, or "
+    "TLS handshake failed, see the line before): check dqe_oauth_server "
+    "and proxy_ssl_*",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_BROKEN */
+    "the token server closed the connection or sent no valid HTTP "
+    "response: check dqe_oauth_server",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_TOO_BIG */
+    "the token response was cut short or is larger than "
+    NGX_HTTP_DQE_OAUTH_RESPONSE_TEXT,
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_JSON */
+    "the token response is not a JSON object: check that "
+    "dqe_oauth_server is DQE's token server",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_ACCESS_TOKEN */
+    "the token response has no valid \"access_token\"",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_TOKEN_TYPE */
+    "the token response has no valid \"token_type\"",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_EXPIRES_IN */
+    "the token response has no valid \"expires_in\"",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_NO_ROOM */
+    "no room in the zone to keep the token: enlarge dqe_oauth_zone",
+
+    /* NGX_HTTP_DQE_OAUTH_ERR_INTERNAL */
+    "could not start the token request (see the alert before: out of "
+    "memory, file descriptors or worker_connections)"
+};
+
+
+u_char *
+ngx_http_dqe_oauth_cause(u_char *buf, u_char *last, ngx_uint_t error,
+    ngx_uint_t status)
+{
+    if (error > NGX_HTTP_DQE_OAUTH_ERR_INTERNAL) {
+        error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
+    }
+
+    return ngx_slprintf(buf, last, ngx_http_dqe_oauth_causes[error], status);
+}
+
+
+/* DQE refused the credentials: not going to change soon */
+
+ngx_flag_t
+ngx_http_dqe_oauth_refused(ngx_uint_t error)
+{
+    switch (error) {
+
+    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_REQUEST:
+    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_CLIENT:
+    case NGX_HTTP_DQE_OAUTH_ERR_UNAUTHORIZED_CLIENT:
+    case NGX_HTTP_DQE_OAUTH_ERR_UNSUPPORTED_GRANT:
+    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_GRANT:
+    case NGX_HTTP_DQE_OAUTH_ERR_REJECTED:
+        return 1;
+
+    default:
+        return 0;
+    }
 }

@@ -4,9 +4,15 @@
  *
  * The shared token cache: one entry per credential set, in a slab pool
  * seen by every worker, found through an rbtree keyed by the digest of
- * the credentials and aged through an LRU queue.  The entry also holds
- * the "fetch in flight" mark that makes token requests single-flight
- * across workers.
+ * the credentials and aged through an LRU queue.  An entry also holds
+ * the in-flight mark that makes token requests single-flight across
+ * workers, and the outcome of the last one.
+ *
+ * Nothing here knows about requests.  Under the lock, data is only
+ * copied into this worker's scratch buffer; the callers allocate and
+ * log once the lock is released.  Return codes are nginx's own:
+ * NGX_OK, NGX_AGAIN (a fetch is in flight), NGX_BUSY (refused for now),
+ * NGX_DECLINED (nothing there, or nothing to do), NGX_ERROR.
  */
 
 
@@ -17,6 +23,54 @@
 #include "ngx_http_dqe_oauth_module.h"
 
 
+/* at most that many entries are evicted to make room for one allocation */
+#define NGX_HTTP_DQE_OAUTH_EVICT_MAX  64
+
+
+typedef struct {
+    ngx_rbtree_t                    rbtree;
+    ngx_rbtree_node_t               sentinel;
+    ngx_queue_t                     queue;      /* LRU, newest first */
+    ngx_uint_t                      magic;
+    ngx_uint_t                      version;
+} ngx_http_dqe_oauth_shctx_t;
+
+
+struct ngx_http_dqe_oauth_zone_s {
+    ngx_http_dqe_oauth_shctx_t     *sh;
+    ngx_slab_pool_t                *shpool;
+};
+
+
+typedef struct {
+    ngx_rbtree_node_t               node;       /* key: digest prefix */
+    ngx_queue_t                     queue;
+    u_char                          digest[NGX_HTTP_DQE_OAUTH_DIGEST_LEN];
+
+    u_char                         *token;      /* then the refresh token */
+    u_short                         token_len;
+    u_short                         refresh_len;
+
+    ngx_msec_t                      expires;    /* as DQE said */
+    ngx_msec_t                      cutoff;     /* not used from then on */
+    ngx_msec_t                      refresh_at;
+    ngx_msec_t                      refresh_until;
+
+    ngx_pid_t                       fetch_pid;
+    ngx_uint_t                      fetch_id;
+    ngx_msec_t                      fetch_start;
+    ngx_uint_t                      completed;  /* fetches ended */
+
+    ngx_uint_t                      error;      /* of the last fetch */
+    ngx_uint_t                      status;
+    ngx_msec_t                      backoff_until;
+    ngx_msec_t                      backoff;    /* the last step */
+
+    unsigned                        fetching:1;
+    unsigned                        backing_off:1;
+} ngx_http_dqe_oauth_node_t;
+
+
 static ngx_int_t ngx_http_dqe_oauth_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_dqe_oauth_rbtree_insert_value(ngx_rbtree_node_t *temp,
@@ -24,29 +78,37 @@ static void ngx_http_dqe_oauth_rbtree_insert_value(ngx_rbtree_node_t *temp,
 static ngx_http_dqe_oauth_node_t *ngx_http_dqe_oauth_lookup(
     ngx_http_dqe_oauth_zone_t *zone, u_char *digest);
 static ngx_http_dqe_oauth_node_t *ngx_http_dqe_oauth_create(
-    ngx_http_dqe_oauth_zone_t *zone, ngx_http_dqe_oauth_loc_conf_t *conf);
-static void *ngx_http_dqe_oauth_alloc(ngx_http_dqe_oauth_zone_t *zone,
-    size_t size, ngx_http_dqe_oauth_node_t *keep);
+    ngx_http_dqe_oauth_cred_t *cred);
+static void *ngx_http_dqe_oauth_alloc(ngx_http_dqe_oauth_cred_t *cred,
+    size_t size, ngx_http_dqe_oauth_node_t *keep, ngx_msec_t now);
 static void ngx_http_dqe_oauth_delete(ngx_http_dqe_oauth_zone_t *zone,
-    ngx_http_dqe_oauth_node_t *node);
-static ngx_flag_t ngx_http_dqe_oauth_stale(ngx_http_dqe_oauth_node_t *node,
-    ngx_msec_t now, ngx_msec_t timeout);
-static ngx_int_t ngx_http_dqe_oauth_copy(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_node_t *dn, ngx_str_t *header);
-static ngx_flag_t ngx_http_dqe_oauth_due(ngx_http_dqe_oauth_node_t *dn,
-    ngx_msec_t now);
-static void ngx_http_dqe_oauth_mark(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_node_t *dn, ngx_http_dqe_oauth_fetch_t *fetch,
-    ngx_msec_t now);
-static ngx_http_dqe_oauth_zone_t *ngx_http_dqe_oauth_get_zone(
-    ngx_http_request_t *r);
+    ngx_http_dqe_oauth_node_t *dn);
+static ngx_flag_t ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn,
+    ngx_msec_t now, ngx_msec_t timeout, ngx_flag_t probe);
+static void ngx_http_dqe_oauth_copy(ngx_http_dqe_oauth_node_t *dn,
+    ngx_str_t *token, ngx_str_t *refresh);
+static void ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
+    ngx_http_dqe_oauth_view_t *view, ngx_msec_t now);
 
+
+#define ngx_http_dqe_oauth_live(dn, now)                                     \
+    ((dn)->token && (ngx_msec_int_t) ((dn)->cutoff - (now)) > 0)
+
+#define ngx_http_dqe_oauth_due(dn, now)                                      \
+    ((ngx_msec_int_t) ((now) - (dn)->refresh_at) >= 0)
+
+#define ngx_http_dqe_oauth_backed_off(dn, now)                               \
+    ((dn)->backing_off                                                       \
+     && (ngx_msec_int_t) ((dn)->backoff_until - (now)) > 0)
 
 /* the in-flight mark of this very fetch */
-#define ngx_http_dqe_oauth_ours(dn, fetch)                                   \
-    ((dn)->fetch_pid == ngx_pid && (dn)->fetch_id == (fetch)->id)
+#define ngx_http_dqe_oauth_ours(dn, claim)                                   \
+    ((dn)->fetching && (dn)->fetch_pid == ngx_pid                            \
+     && (dn)->fetch_id == (claim)->id)
 
 
+/* copies out of the zone land here: a worker runs one thing at a time */
+static u_char      ngx_http_dqe_oauth_scratch[2 * NGX_HTTP_DQE_OAUTH_TOKEN_MAX];
 static ngx_uint_t  ngx_http_dqe_oauth_fetch_id;
 
 
@@ -230,6 +292,8 @@ ngx_http_dqe_oauth_lookup(ngx_http_dqe_oauth_zone_t *zone, u_char *digest)
         rc = ngx_memcmp(digest, dn->digest, NGX_HTTP_DQE_OAUTH_DIGEST_LEN);
 
         if (rc == 0) {
+            ngx_queue_remove(&dn->queue);
+            ngx_queue_insert_head(&zone->sh->queue, &dn->queue);
             return dn;
         }
 
@@ -241,386 +305,320 @@ ngx_http_dqe_oauth_lookup(ngx_http_dqe_oauth_zone_t *zone, u_char *digest)
 
 
 static ngx_http_dqe_oauth_node_t *
-ngx_http_dqe_oauth_create(ngx_http_dqe_oauth_zone_t *zone,
-    ngx_http_dqe_oauth_loc_conf_t *conf)
+ngx_http_dqe_oauth_create(ngx_http_dqe_oauth_cred_t *cred)
 {
-    size_t                      len, size;
     ngx_http_dqe_oauth_node_t  *dn;
 
-    len = ngx_min(conf->label.len, 512);
-
-    size = offsetof(ngx_http_dqe_oauth_node_t, label) + len;
-
-    dn = ngx_http_dqe_oauth_alloc(zone, size, NULL);
+    dn = ngx_http_dqe_oauth_alloc(cred, sizeof(ngx_http_dqe_oauth_node_t),
+                                  NULL, ngx_current_msec);
     if (dn == NULL) {
         return NULL;
     }
 
-    ngx_memzero(dn, offsetof(ngx_http_dqe_oauth_node_t, label));
+    ngx_memzero(dn, sizeof(ngx_http_dqe_oauth_node_t));
 
-    ngx_memcpy(dn->digest, conf->digest, NGX_HTTP_DQE_OAUTH_DIGEST_LEN);
-    dn->node.key = ngx_http_dqe_oauth_hash(conf->digest);
-    dn->label_len = (u_short) len;
-    ngx_memcpy(dn->label, conf->label.data, len);
+    ngx_memcpy(dn->digest, cred->digest, NGX_HTTP_DQE_OAUTH_DIGEST_LEN);
+    dn->node.key = ngx_http_dqe_oauth_hash(cred->digest);
 
-    ngx_rbtree_insert(&zone->sh->rbtree, &dn->node);
-    ngx_queue_insert_head(&zone->sh->queue, &dn->queue);
+    ngx_rbtree_insert(&cred->zone->sh->rbtree, &dn->node);
+    ngx_queue_insert_head(&cred->zone->sh->queue, &dn->queue);
 
     return dn;
 }
 
 
-/* allocates, evicting least recently used entries while the zone is full */
+/*
+ * Allocates, evicting the least recently used entries while the zone is
+ * full; an entry with a fetch in flight is kept, as it is about to be
+ * used, unless its mark is stale.
+ */
 
 static void *
-ngx_http_dqe_oauth_alloc(ngx_http_dqe_oauth_zone_t *zone, size_t size,
-    ngx_http_dqe_oauth_node_t *keep)
+ngx_http_dqe_oauth_alloc(ngx_http_dqe_oauth_cred_t *cred, size_t size,
+    ngx_http_dqe_oauth_node_t *keep, ngx_msec_t now)
 {
     void                       *p;
-    ngx_queue_t                *q;
+    ngx_uint_t                  n;
+    ngx_queue_t                *q, *sentinel;
+    ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
 
-    for ( ;; ) {
+    zone = cred->zone;
+    sentinel = ngx_queue_sentinel(&zone->sh->queue);
+
+    for (n = 0; n < NGX_HTTP_DQE_OAUTH_EVICT_MAX; n++) {
+
         p = ngx_slab_alloc_locked(zone->shpool, size);
         if (p) {
             return p;
         }
 
         for (q = ngx_queue_last(&zone->sh->queue);
-             q != ngx_queue_sentinel(&zone->sh->queue);
+             q != sentinel;
              q = ngx_queue_prev(q))
         {
             dn = ngx_queue_data(q, ngx_http_dqe_oauth_node_t, queue);
 
-            /* an entry with a fetch in flight is about to be used */
-
-            if (dn != keep && dn->fetch_pid == 0) {
+            if (dn != keep
+                && !ngx_http_dqe_oauth_in_flight(dn, now,
+                                                 cred->endpoint->timeout, 1))
+            {
                 break;
             }
         }
 
-        if (q == ngx_queue_sentinel(&zone->sh->queue)) {
+        if (q == sentinel) {
             return NULL;
         }
 
         ngx_http_dqe_oauth_delete(zone, dn);
     }
+
+    return NULL;
 }
 
 
 static void
 ngx_http_dqe_oauth_delete(ngx_http_dqe_oauth_zone_t *zone,
-    ngx_http_dqe_oauth_node_t *node)
+    ngx_http_dqe_oauth_node_t *dn)
 {
-    if (node->token) {
-        ngx_slab_free_locked(zone->shpool, node->token);
-    }
-
-    ngx_queue_remove(&node->queue);
-    ngx_rbtree_delete(&zone->sh->rbtree, &node->node);
-    ngx_slab_free_locked(zone->shpool, node);
-}
-
-
-/* a fetch mark left by a worker that died, or by a fetch that never ended */
-
-static ngx_flag_t
-ngx_http_dqe_oauth_stale(ngx_http_dqe_oauth_node_t *node, ngx_msec_t now,
-    ngx_msec_t timeout)
-{
-    if ((ngx_msec_int_t) (now - node->fetch_start) > (ngx_msec_int_t) timeout)
-    {
-        return 1;
-    }
-
-    /* gone, or its pid reused by a process of another user */
-
-    if (node->fetch_pid != ngx_pid
-        && kill(node->fetch_pid, 0) == -1
-        && (ngx_errno == NGX_ESRCH || ngx_errno == NGX_EPERM))
-    {
-        return 1;
-    }
-
-    return 0;
-}
-
-
-static ngx_http_dqe_oauth_zone_t *
-ngx_http_dqe_oauth_get_zone(ngx_http_request_t *r)
-{
-    ngx_http_dqe_oauth_main_conf_t  *dmcf;
-
-    dmcf = ngx_http_get_module_main_conf(r, ngx_http_dqe_oauth_module);
-
-    return dmcf->shm_zone->data;
-}
-
-
-/* the lock is held: "Bearer <token>" into the request's pool */
-
-static ngx_int_t
-ngx_http_dqe_oauth_copy(ngx_http_request_t *r, ngx_http_dqe_oauth_node_t *dn,
-    ngx_str_t *header)
-{
-    ngx_str_t  token;
-
-    token.data = dn->token;
-    token.len = dn->token_len;
-
-    return ngx_http_dqe_oauth_bearer(r, header, &token);
-}
-
-
-/* the lock is held: past the refresh point, and no backoff under way */
-
-static ngx_flag_t
-ngx_http_dqe_oauth_due(ngx_http_dqe_oauth_node_t *dn, ngx_msec_t now)
-{
-    return dn->token
-           && (ngx_msec_int_t) (dn->cutoff - now) > 0
-           && (ngx_msec_int_t) (now - dn->refresh_at) >= 0
-           && (ngx_msec_int_t) (now - dn->backoff_until) >= 0;
-}
-
-
-/*
- * The lock is held: sets the in-flight mark for this fetch and, when the
- * entry holds a refresh token still young enough, prepares DQE's refresh
- * request: access_token, refresh_token, scope=refresh_token.
- */
-
-static void
-ngx_http_dqe_oauth_mark(ngx_http_request_t *r, ngx_http_dqe_oauth_node_t *dn,
-    ngx_http_dqe_oauth_fetch_t *fetch, ngx_msec_t now)
-{
-    u_char  *p;
-    size_t   len;
-
-    dn->fetch_pid = ngx_pid;
-    dn->fetch_id = ++ngx_http_dqe_oauth_fetch_id;
-    dn->fetch_start = now;
-
-    fetch->id = dn->fetch_id;
-    fetch->start = now;
-
-    if (!fetch->conf->refresh_token || dn->token == NULL
-        || dn->refresh == NULL
-        || (ngx_msec_int_t) (dn->refresh_until - now) <= 0)
-    {
-        return;
-    }
-
-    len = sizeof("access_token=&refresh_token=&scope=refresh_token") - 1
-          + dn->token_len + dn->refresh_len
-          + 2 * ngx_escape_uri(NULL, dn->token, dn->token_len,
-                               NGX_ESCAPE_URI_COMPONENT)
-          + 2 * ngx_escape_uri(NULL, dn->refresh, dn->refresh_len,
-                               NGX_ESCAPE_URI_COMPONENT);
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        /* the client-credentials request will do */
-        return;
-    }
-
-    fetch->body.data = p;
-
-    p = ngx_cpymem(p, "access_token=", sizeof("access_token=") - 1);
-    p = (u_char *) ngx_escape_uri(p, dn->token, dn->token_len,
-                                  NGX_ESCAPE_URI_COMPONENT);
-    p = ngx_cpymem(p, "&refresh_token=", sizeof("&refresh_token=") - 1);
-    p = (u_char *) ngx_escape_uri(p, dn->refresh, dn->refresh_len,
-                                  NGX_ESCAPE_URI_COMPONENT);
-    p = ngx_cpymem(p, "&scope=refresh_token",
-                   sizeof("&scope=refresh_token") - 1);
-
-    fetch->body.len = p - fetch->body.data;
-    fetch->refreshing = 1;
-}
-
-
-/*
- * The warm path: a live token is copied out as "Bearer <token>" under one
- * short lock.  NGX_HTTP_DQE_OAUTH_RENEW: the same, and the token is past
- * its refresh point with no renewal under way; NGX_DECLINED: no live token.
- */
-
-ngx_int_t
-ngx_http_dqe_oauth_zone_get(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_loc_conf_t *conf, ngx_str_t *header)
-{
-    ngx_int_t                   rc;
-    ngx_msec_t                  now;
-    ngx_http_dqe_oauth_zone_t  *zone;
-    ngx_http_dqe_oauth_node_t  *dn;
-
-    zone = ngx_http_dqe_oauth_get_zone(r);
-    now = ngx_current_msec;
-
-    rc = NGX_DECLINED;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    dn = ngx_http_dqe_oauth_lookup(zone, conf->digest);
-
-    if (dn && dn->token && (ngx_msec_int_t) (dn->cutoff - now) > 0) {
-
-        ngx_queue_remove(&dn->queue);
-        ngx_queue_insert_head(&zone->sh->queue, &dn->queue);
-
-        rc = ngx_http_dqe_oauth_copy(r, dn, header);
-
-        /* no kill() here: a dead worker's mark waits for the timeout */
-
-        if (rc == NGX_OK
-            && ngx_http_dqe_oauth_due(dn, now)
-            && (dn->fetch_pid == 0
-                || (ngx_msec_int_t) (now - dn->fetch_start)
-                   > (ngx_msec_int_t) conf->endpoint->timeout))
-        {
-            rc = NGX_HTTP_DQE_OAUTH_RENEW;
-        }
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    return rc;
-}
-
-
-/* a renewal ahead of the cutoff: marks the entry, unless another did */
-
-ngx_int_t
-ngx_http_dqe_oauth_zone_renew(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_fetch_t *fetch)
-{
-    ngx_int_t                   rc;
-    ngx_msec_t                  now;
-    ngx_http_dqe_oauth_zone_t  *zone;
-    ngx_http_dqe_oauth_node_t  *dn;
-
-    zone = ngx_http_dqe_oauth_get_zone(r);
-    now = ngx_current_msec;
-
-    rc = NGX_DECLINED;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    dn = ngx_http_dqe_oauth_lookup(zone, fetch->conf->digest);
-
-    if (dn && ngx_http_dqe_oauth_due(dn, now)
-        && (dn->fetch_pid == 0
-            || ngx_http_dqe_oauth_stale(dn, now,
-                                        fetch->conf->endpoint->timeout)))
-    {
-        ngx_http_dqe_oauth_mark(r, dn, fetch, now);
-        rc = NGX_OK;
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    return rc;
-}
-
-
-/*
- * The slow path, once no live token was found: either one has landed
- * meanwhile (HIT), or a fetch is in flight elsewhere (WAIT), or the fetch
- * this request waited for failed, or the last failure is too recent to
- * ask again (FAILED), or this request must fetch (FETCH), the in-flight
- * mark being set in the same critical section.
- */
-
-ngx_int_t
-ngx_http_dqe_oauth_zone_acquire(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_fetch_t *fetch)
-{
-    ngx_int_t                       rc;
-    ngx_pid_t                       pid;
-    ngx_msec_t                      now;
-    ngx_http_dqe_oauth_zone_t      *zone;
-    ngx_http_dqe_oauth_node_t      *dn;
-    ngx_http_dqe_oauth_loc_conf_t  *conf;
-
-    conf = ctx->conf;
-    zone = ngx_http_dqe_oauth_get_zone(r);
-    now = ngx_current_msec;
-    pid = 0;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    dn = ngx_http_dqe_oauth_lookup(zone, conf->digest);
-
-    if (dn == NULL) {
-        dn = ngx_http_dqe_oauth_create(zone, conf);
-        if (dn == NULL) {
-            /* not even an entry fits: fetch unmarked, and say so later */
-            ngx_shmtx_unlock(&zone->shpool->mutex);
-            fetch->unmarked = 1;
-            fetch->start = now;
-            return NGX_HTTP_DQE_OAUTH_FETCH;
-        }
+    if (dn->token) {
+        ngx_slab_free_locked(zone->shpool, dn->token);
     }
 
     ngx_queue_remove(&dn->queue);
-    ngx_queue_insert_head(&zone->sh->queue, &dn->queue);
+    ngx_rbtree_delete(&zone->sh->rbtree, &dn->node);
+    ngx_slab_free_locked(zone->shpool, dn);
+}
 
-    if (dn->token && (ngx_msec_int_t) (dn->cutoff - now) > 0) {
-        rc = ngx_http_dqe_oauth_copy(r, dn, &ctx->header);
-        if (rc == NGX_OK) {
-            rc = NGX_HTTP_DQE_OAUTH_HIT;
-        }
 
+/*
+ * Whether a fetch is still in flight: its mark is not older than the
+ * longest a fetch can take and, with probe, its worker is alive (gone,
+ * or its pid reused by a process of another user: ESRCH, EPERM).
+ */
+
+static ngx_flag_t
+ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn, ngx_msec_t now,
+    ngx_msec_t timeout, ngx_flag_t probe)
+{
+    if (!dn->fetching) {
+        return 0;
+    }
+
+    if ((ngx_msec_int_t) (now - dn->fetch_start) > (ngx_msec_int_t) timeout) {
+        return 0;
+    }
+
+    if (probe
+        && dn->fetch_pid != ngx_pid
+        && kill(dn->fetch_pid, 0) == -1
+        && (ngx_errno == NGX_ESRCH || ngx_errno == NGX_EPERM))
+    {
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* the token and the refresh token into the scratch buffer */
+
+static void
+ngx_http_dqe_oauth_copy(ngx_http_dqe_oauth_node_t *dn, ngx_str_t *token,
+    ngx_str_t *refresh)
+{
+    u_char  *p;
+
+    p = ngx_http_dqe_oauth_scratch;
+
+    token->data = p;
+    token->len = dn->token_len;
+    p = ngx_cpymem(p, dn->token, dn->token_len);
+
+    if (refresh) {
+        refresh->data = p;
+        refresh->len = dn->refresh_len;
+        ngx_memcpy(p, dn->token + dn->token_len, dn->refresh_len);
+    }
+}
+
+
+static void
+ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
+    ngx_http_dqe_oauth_view_t *view, ngx_msec_t now)
+{
+    view->error = dn->error;
+    view->status = dn->status;
+    view->retry_in = ngx_http_dqe_oauth_backed_off(dn, now)
+                     ? dn->backoff_until - now : 0;
+}
+
+
+/*
+ * What a request can have: a live token (NGX_OK, view->renew when a
+ * renewal is due and none is under way), a fetch to wait for (NGX_AGAIN),
+ * a failure to report (NGX_BUSY: backing off, or the fetch this request
+ * waited for failed), or nothing (NGX_DECLINED: a fetch is needed).
+ *
+ * since: the entry's count of ended fetches when the request began to
+ * wait, or NULL.  Once that fetch has ended, the request is served by
+ * it: its failure, or its token even past the cutoff while DQE still
+ * holds it valid (a token that expires on arrival serves its waiters).
+ */
+
+ngx_int_t
+ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_uint_t *since, ngx_http_dqe_oauth_view_t *view)
+{
+    ngx_int_t                   rc;
+    ngx_msec_t                  now, timeout;
+    ngx_http_dqe_oauth_zone_t  *zone;
+    ngx_http_dqe_oauth_node_t  *dn;
+
+    zone = cred->zone;
+    timeout = cred->endpoint->timeout;
+    now = ngx_current_msec;
+
+    ngx_memzero(view, sizeof(ngx_http_dqe_oauth_view_t));
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
+
+    if (dn == NULL) {
+        rc = NGX_DECLINED;
         goto done;
     }
 
-    if (ctx->waited && dn->completed != ctx->completed && dn->failed) {
-        /* the fetch this request waited for has failed */
-        goto failed;
+    view->completed = dn->completed;
+
+    if (ngx_http_dqe_oauth_live(dn, now)) {
+        ngx_http_dqe_oauth_copy(dn, &view->token, NULL);
+
+        /* no kill() on this path: a dead worker's mark waits its timeout */
+
+        view->renew = ngx_http_dqe_oauth_due(dn, now)
+                      && !ngx_http_dqe_oauth_backed_off(dn, now)
+                      && !ngx_http_dqe_oauth_in_flight(dn, now, timeout, 0);
+        rc = NGX_OK;
+        goto done;
     }
 
-    if (dn->fetch_pid) {
+    if (since && *since != dn->completed) {
 
-        if (!ngx_http_dqe_oauth_stale(dn, now, conf->endpoint->timeout)) {
-            if (!ctx->waited) {
-                ctx->waited = 1;
-                ctx->completed = dn->completed;
-            }
-
-            rc = NGX_HTTP_DQE_OAUTH_WAIT;
+        if (dn->error != NGX_HTTP_DQE_OAUTH_OK) {
+            ngx_http_dqe_oauth_failure(dn, view, now);
+            rc = NGX_BUSY;
             goto done;
         }
 
-        pid = dn->fetch_pid;
-
-    } else if ((ngx_msec_int_t) (dn->backoff_until - now) > 0) {
-        /* failed a moment ago: DQE is not asked again before the backoff */
-        goto failed;
+        if (dn->token && (ngx_msec_int_t) (dn->expires - now) > 0) {
+            ngx_http_dqe_oauth_copy(dn, &view->token, NULL);
+            rc = NGX_OK;
+            goto done;
+        }
     }
 
-    ngx_http_dqe_oauth_mark(r, dn, fetch, now);
+    if (ngx_http_dqe_oauth_in_flight(dn, now, timeout, 1)) {
+        rc = NGX_AGAIN;
 
-    rc = NGX_HTTP_DQE_OAUTH_FETCH;
-    goto done;
+    } else if (ngx_http_dqe_oauth_backed_off(dn, now)) {
+        ngx_http_dqe_oauth_failure(dn, view, now);
+        rc = NGX_BUSY;
 
-failed:
-
-    ctx->error = dn->error;
-    ctx->status = dn->status;
-    ctx->retry_in = ((ngx_msec_int_t) (dn->backoff_until - now) > 0)
-                    ? dn->backoff_until - now : 0;
-
-    rc = NGX_HTTP_DQE_OAUTH_FAILED;
+    } else {
+        rc = NGX_DECLINED;
+    }
 
 done:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (pid) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "dqe_oauth: taking over the token request for %V "
-                      "left unfinished by process %P", &conf->label, pid);
+    return rc;
+}
+
+
+/*
+ * A fetch asks for the entry's in-flight mark: NGX_OK, the mark is its
+ * own (claim filled: with the tokens for DQE's refresh grant while the
+ * refresh token is young enough); NGX_BUSY, another fetch holds it;
+ * NGX_DECLINED, there is nothing to fetch (a live token, not yet due, or
+ * a backoff under way); NGX_ERROR, no room for the entry.
+ *
+ * *next, if not NULL: in how long the entry may need a fetch again.
+ */
+
+ngx_int_t
+ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_uint_t why, ngx_http_dqe_oauth_claim_t *claim, ngx_msec_t *next)
+{
+    ngx_int_t                   rc;
+    ngx_msec_t                  now, wait;
+    ngx_http_dqe_oauth_zone_t  *zone;
+    ngx_http_dqe_oauth_node_t  *dn;
+
+    zone = cred->zone;
+    now = ngx_current_msec;
+    wait = 1000;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
+
+    if (dn == NULL) {
+        dn = (why == NGX_HTTP_DQE_OAUTH_RENEW) ? NULL
+                                               : ngx_http_dqe_oauth_create(cred);
+        rc = (why == NGX_HTTP_DQE_OAUTH_RENEW) ? NGX_DECLINED : NGX_ERROR;
+
+        if (dn == NULL) {
+            goto done;
+        }
+    }
+
+    if (ngx_http_dqe_oauth_live(dn, now)
+        && (why == NGX_HTTP_DQE_OAUTH_COLD || !ngx_http_dqe_oauth_due(dn, now)))
+    {
+        wait = dn->refresh_at - now;
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    if (ngx_http_dqe_oauth_in_flight(dn, now, cred->endpoint->timeout, 1)) {
+        rc = NGX_BUSY;
+        goto done;
+    }
+
+    if (ngx_http_dqe_oauth_backed_off(dn, now)) {
+        wait = dn->backoff_until - now;
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    claim->stale_pid = dn->fetching ? dn->fetch_pid : 0;
+
+    dn->fetching = 1;
+    dn->fetch_pid = ngx_pid;
+    dn->fetch_id = ++ngx_http_dqe_oauth_fetch_id;
+    dn->fetch_start = now;
+
+    claim->id = dn->fetch_id;
+    claim->start = now;
+
+    if (cred->refresh_token && dn->token && dn->refresh_len
+        && (ngx_msec_int_t) (dn->refresh_until - now) > 0)
+    {
+        ngx_http_dqe_oauth_copy(dn, &claim->token, &claim->refresh);
+    }
+
+    rc = NGX_OK;
+
+done:
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (next) {
+        *next = wait;
     }
 
     return rc;
@@ -628,48 +626,57 @@ done:
 
 
 /*
- * A token has been fetched: store it, and work out when it stops being
- * used (its cutoff) and when a renewal should start (its refresh point).
+ * A token has been fetched: stored with the point from which it is not
+ * used any more (its cutoff: DQE's expiry less the margin) and the point
+ * from which a renewal starts.  The clock starts when the request left,
+ * not when the reply came.  NGX_ERROR: no room for it.
  */
 
-void
-ngx_http_dqe_oauth_zone_store(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_fetch_t *fetch, ngx_http_dqe_oauth_token_t *tk)
+ngx_int_t
+ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_token_t *tk)
 {
-    u_char                         *blob;
-    ngx_msec_t                      lifetime, margin, ahead;
-    ngx_http_dqe_oauth_zone_t      *zone;
-    ngx_http_dqe_oauth_node_t      *dn;
-    ngx_http_dqe_oauth_loc_conf_t  *conf;
+    u_char                     *blob;
+    ngx_int_t                   rc;
+    ngx_msec_t                  lifetime, margin, ahead;
+    ngx_http_dqe_oauth_zone_t  *zone;
+    ngx_http_dqe_oauth_node_t  *dn;
 
-    conf = fetch->conf;
-    zone = ngx_http_dqe_oauth_get_zone(r);
+    zone = cred->zone;
 
     lifetime = (ngx_msec_t) tk->expires_in * 1000;
-    margin = ngx_min(conf->expiry_margin, lifetime / 4);
+    margin = ngx_min(cred->expiry_margin, lifetime / 4);
 
-    if (conf->refresh_ahead_pct) {
-        ahead = lifetime / 100 * conf->refresh_ahead_pct;
+    if (cred->refresh_ahead_pct) {
+        ahead = lifetime / 100 * cred->refresh_ahead_pct;
 
     } else {
-        ahead = ngx_min(conf->refresh_ahead, lifetime - margin);
+        ahead = ngx_min(cred->refresh_ahead, lifetime - margin);
     }
+
+    rc = NGX_OK;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    dn = ngx_http_dqe_oauth_lookup(zone, conf->digest);
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
 
     if (dn == NULL) {
-        dn = ngx_http_dqe_oauth_create(zone, conf);
+        /* evicted meanwhile */
+        dn = ngx_http_dqe_oauth_create(cred);
         if (dn == NULL) {
-            goto nomem;
+            rc = NGX_ERROR;
+            goto done;
         }
     }
 
-    blob = ngx_http_dqe_oauth_alloc(zone, tk->token.len + tk->refresh.len,
-                                    dn);
+    blob = ngx_http_dqe_oauth_alloc(cred, tk->token.len + tk->refresh.len,
+                                    dn, ngx_current_msec);
+
     if (blob == NULL) {
-        goto nomem;
+        dn->error = NGX_HTTP_DQE_OAUTH_ERR_NO_ROOM;
+        dn->status = 0;
+        rc = NGX_ERROR;
+        goto ended;
     }
 
     if (dn->token) {
@@ -681,187 +688,139 @@ ngx_http_dqe_oauth_zone_store(ngx_http_request_t *r,
 
     dn->token = blob;
     dn->token_len = (u_short) tk->token.len;
-    dn->refresh = tk->refresh.len ? blob + tk->token.len : NULL;
     dn->refresh_len = (u_short) tk->refresh.len;
 
-    /* the clock starts when the request left, not when the reply came */
-
-    dn->obtained = fetch->start;
-    dn->cutoff = fetch->start + lifetime - margin;
+    dn->expires = claim->start + lifetime;
+    dn->cutoff = dn->expires - margin;
     dn->refresh_at = dn->cutoff - ahead;
-    dn->refresh_until = fetch->start + NGX_HTTP_DQE_OAUTH_REFRESH_LIFE;
+    dn->refresh_until = claim->start + NGX_HTTP_DQE_OAUTH_REFRESH_LIFE;
 
-    dn->failed = 0;
     dn->error = NGX_HTTP_DQE_OAUTH_OK;
     dn->status = 0;
     dn->backoff = 0;
-    dn->backoff_until = 0;
+    dn->backing_off = 0;
 
-    if (ngx_http_dqe_oauth_ours(dn, fetch)) {
-        dn->fetch_pid = 0;
+ended:
+
+    if (ngx_http_dqe_oauth_ours(dn, claim)) {
+        dn->fetching = 0;
     }
 
     dn->completed++;
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    return;
-
-nomem:
-
-    if (dn && ngx_http_dqe_oauth_ours(dn, fetch)) {
-        dn->fetch_pid = 0;
-        dn->completed++;
-    }
+done:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                  "dqe_oauth: no room in the zone to keep the token for %V: "
-                  "it is used for this request only; enlarge dqe_oauth_zone",
-                  &conf->label);
+    return rc;
 }
 
 
 /*
- * The fetch failed: remember why, so that waiters can tell, and back off:
- * DQE refusing the credentials is not going to change soon (10 s doubling
- * up to 5 min), a server or network error may (1 s doubling up to 30 s).
- * Returns how long until the next try; *usable: a live token remains.
+ * The fetch failed: remember why, so that its waiters can tell, and back
+ * off: DQE refusing the credentials is not going to change soon (10 s
+ * doubling up to 5 min), a server or network error may (1 s doubling up
+ * to 30 s).  NGX_OK: recorded, a live token remains; NGX_DECLINED:
+ * recorded, none remains; NGX_BUSY: the mark was taken over meanwhile,
+ * the new fetch speaks for the entry.  *retry: the backoff left.
  */
 
-ngx_msec_t
-ngx_http_dqe_oauth_zone_fail(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_fetch_t *fetch, ngx_flag_t *usable)
+ngx_int_t
+ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_claim_t *claim, ngx_uint_t error, ngx_uint_t status,
+    ngx_msec_t *retry)
 {
-    ngx_msec_t                  now, first, last, backoff;
+    ngx_int_t                   rc;
+    ngx_msec_t                  now, first, last;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
 
-    zone = ngx_http_dqe_oauth_get_zone(r);
+    zone = cred->zone;
     now = ngx_current_msec;
 
-    switch (fetch->error) {
-
-    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_REQUEST:
-    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_CLIENT:
-    case NGX_HTTP_DQE_OAUTH_ERR_UNAUTHORIZED_CLIENT:
-    case NGX_HTTP_DQE_OAUTH_ERR_UNSUPPORTED_GRANT:
-    case NGX_HTTP_DQE_OAUTH_ERR_INVALID_GRANT:
-    case NGX_HTTP_DQE_OAUTH_ERR_REJECTED:
+    if (ngx_http_dqe_oauth_refused(error)) {
         first = 10000;
         last = 300000;
-        break;
 
-    default:
+    } else {
         first = 1000;
         last = 30000;
     }
 
-    *usable = 0;
+    *retry = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    dn = ngx_http_dqe_oauth_lookup(zone, fetch->conf->digest);
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
 
-    if (dn == NULL) {
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        return 0;
+    if (dn == NULL || !ngx_http_dqe_oauth_ours(dn, claim)) {
+        if (dn && ngx_http_dqe_oauth_backed_off(dn, now)) {
+            *retry = dn->backoff_until - now;
+        }
+
+        rc = NGX_BUSY;
+        goto done;
     }
 
-    if (!ngx_http_dqe_oauth_ours(dn, fetch)) {
-        /* taken over meanwhile: the new fetch speaks for the entry */
-        backoff = ((ngx_msec_int_t) (dn->backoff_until - now) > 0)
-                  ? dn->backoff_until - now : 0;
-        *usable = (dn->token && (ngx_msec_int_t) (dn->cutoff - now) > 0);
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        return backoff;
-    }
+    dn->error = error;
+    dn->status = status;
 
-    dn->failed = now;
-    dn->error = fetch->error;
-    dn->status = fetch->status;
+    dn->backoff = dn->backoff ? ngx_min(dn->backoff * 2, last) : first;
+    dn->backoff = ngx_max(dn->backoff, first);
+    dn->backoff_until = now + dn->backoff;
+    dn->backing_off = 1;
 
-    backoff = dn->backoff ? ngx_min(dn->backoff * 2, last) : first;
-    backoff = ngx_max(backoff, first);
-
-    dn->backoff = backoff;
-    dn->backoff_until = now + backoff;
-    dn->fetch_pid = 0;
+    dn->fetching = 0;
     dn->completed++;
 
-    *usable = (dn->token && (ngx_msec_int_t) (dn->cutoff - now) > 0);
+    *retry = dn->backoff;
+
+    rc = ngx_http_dqe_oauth_live(dn, now) ? NGX_OK : NGX_DECLINED;
+
+done:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    return backoff;
-}
-
-
-/* the fetching request went away before its fetch ended */
-
-void
-ngx_http_dqe_oauth_zone_release(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_fetch_t *fetch)
-{
-    ngx_http_dqe_oauth_zone_t  *zone;
-    ngx_http_dqe_oauth_node_t  *dn;
-
-    zone = ngx_http_dqe_oauth_get_zone(r);
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    dn = ngx_http_dqe_oauth_lookup(zone, fetch->conf->digest);
-
-    if (dn && ngx_http_dqe_oauth_ours(dn, fetch)) {
-        dn->fetch_pid = 0;
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    return rc;
 }
 
 
 /*
  * The upstream answered 401 to a request that carried this token: if it
- * is still the one cached, it is not used again.  Its text is kept, as
- * DQE's refresh request names it.
+ * is still the one cached, it is not used again (NGX_OK).  Its text is
+ * kept, as DQE's refresh request names it.
  */
 
-void
-ngx_http_dqe_oauth_zone_purge(ngx_http_request_t *r,
-    ngx_http_dqe_oauth_loc_conf_t *conf, ngx_str_t *token)
+ngx_int_t
+ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_str_t *token)
 {
+    ngx_int_t                   rc;
     ngx_msec_t                  now;
-    ngx_flag_t                  purged;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
 
-    zone = ngx_http_dqe_oauth_get_zone(r);
+    zone = cred->zone;
     now = ngx_current_msec;
-    purged = 0;
+    rc = NGX_DECLINED;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    dn = ngx_http_dqe_oauth_lookup(zone, conf->digest);
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
 
-    if (dn && dn->token
-        && (ngx_msec_int_t) (dn->cutoff - now) > 0
+    if (dn && ngx_http_dqe_oauth_live(dn, now)
         && dn->token_len == token->len
         && ngx_memcmp(dn->token, token->data, token->len) == 0)
     {
         dn->cutoff = now;
+        dn->expires = now;
         dn->refresh_at = now;
         dn->backoff = 0;
-        dn->backoff_until = 0;
-        purged = 1;
+        dn->backing_off = 0;
+        rc = NGX_OK;
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (purged) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "dqe_oauth: the API refused the token for %V (401): "
-                      "it is dropped, the next request gets a new one",
-                      &conf->label);
-    }
+    return rc;
 }
