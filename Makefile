@@ -6,6 +6,8 @@
 #   make test     build and run the Test::Nginx suite in t/
 #   make bench    the warm path against a static-header baseline (ratios)
 #   make asan     the suite with the module built with AddressSanitizer
+#   make static   nginx 1.22.1 from Debian's source with the module built in
+#   make test-static  the suite against that binary
 #   make deps     install the Debian packages needed (as root)
 
 SHELL      := /bin/bash
@@ -22,11 +24,12 @@ LD_OPT     ?= -Wl,-z,relro -Wl,-z,now -fPIC
 DEPS       := nginx nginx-dev libcjson-dev gcc make openssl curl python3 \
               libtest-base-perl libtest-longstring-perl liblist-moreutils-perl \
               libtext-diff-perl liburi-perl libhttp-message-perl \
-              libipc-run-perl wrk
+              libipc-run-perl wrk libnginx-mod-http-lua lua-resty-core \
+              libpcre3-dev libssl-dev zlib1g-dev patch xz-utils
 
 SOURCES    := config $(wildcard src/*.c src/*.h)
 
-.PHONY: all deps run stop test bench asan clean
+.PHONY: all deps run stop test bench asan static test-static clean
 
 all: $(MODULE)
 
@@ -67,6 +70,18 @@ stop:
 test: deps $(MODULE)
 	TEST_NGINX_BINARY=$(NGINX) DQE_MODULE=$(MODULE) \
 	    bash t/prove.sh
+
+# nginx with the module compiled in (--add-module), from Debian's source
+# of nginx (apt-get source: needs a deb-src entry, see the README)
+STATIC     := $(BUILD)/static
+
+static: $(STATIC)/nginx
+
+$(STATIC)/nginx: $(SOURCES)
+	bash t/build.sh static $(STATIC)
+
+test-static: deps $(STATIC)/nginx
+	TEST_NGINX_BINARY=$(STATIC)/nginx DQE_MODULE=static bash t/prove.sh
 
 bench: deps $(MODULE)
 	@bash bench/run.sh

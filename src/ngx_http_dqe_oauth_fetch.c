@@ -857,10 +857,10 @@ ngx_http_dqe_oauth_failed(ngx_http_dqe_oauth_fetch_t *fetch)
                                  fetch->status);
 
     ngx_log_error(NGX_LOG_WARN, fetch->anchor->connection->log, 0,
-                  "dqe_oauth: %s the token for %V failed: %*s; %s, "
+                  "dqe_oauth: %s token for %V failed: %*s; %s, "
                   "next try in %M ms",
                   fetch->why == NGX_HTTP_DQE_OAUTH_RENEW
-                  ? "renewing" : "keeping warm",
+                  ? "renewing the" : "the keep-warm fetch of the",
                   &cred->label, p - buf, buf,
                   rc == NGX_OK ? "the current token is used until its cutoff"
                                : "no token is left",

@@ -17,15 +17,15 @@ use Time::HiRes qw(sleep time alarm);
 my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 my $root = getcwd() . '/t/servroot-lifecycle';
 my $port = Test::DQE::free_port();
-my ($dqe, $ctl, $ca, $module) = @ENV{qw(TEST_NGINX_DQE_PORT
-    TEST_NGINX_DQE_CTL_PORT TEST_NGINX_DQE_CA TEST_NGINX_DQE_MODULE)};
+my ($dqe, $ctl, $ca) = @ENV{qw(TEST_NGINX_DQE_PORT
+    TEST_NGINX_DQE_CTL_PORT TEST_NGINX_DQE_CA)};
 
 sub write_conf {
     my ($scope) = @_;
 
     open my $fh, '>', "$root/conf/nginx.conf" or die $!;
     print $fh <<"CONF";
-load_module $module;
+$ENV{TEST_NGINX_DQE_LOAD}
 master_process on;
 worker_processes 2;
 daemon on;

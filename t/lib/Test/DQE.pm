@@ -12,14 +12,18 @@ package Test::DQE;
 #   TEST_NGINX_DQE_PORT      the mock's HTTPS port (token endpoint and API)
 #   TEST_NGINX_DQE_CTL_PORT  the mock's plain control port (/__mock/...)
 #   TEST_NGINX_DQE_CA        the certificate to trust for it
-#   TEST_NGINX_DQE_MODULE    the module .so (DQE_MODULE, or build/objs/...)
+#   TEST_NGINX_DQE_MODULE    the module .so (DQE_MODULE, or build/objs/...);
+#                            DQE_MODULE=static: built into the nginx binary
+#   TEST_NGINX_DQE_LOAD      "load_module <the .so>;", or "" when static
 #   TEST_NGINX_FAN_PORT      a free port, for a second server{} in a block
 #   TEST_NGINX_DQE_FAULT_*   mock listeners whose token requests all fail:
 #                            CLOSE, RESET, GARBAGE, TRUNCATE, SLOW (3 s),
 #                            BIG (a 20k reply), LONG_TOKEN (4097 bytes)
 #
 # and adds to every block, unless it says otherwise:
-#   main_config: load_module $TEST_NGINX_DQE_MODULE;      (unless present)
+#   main_config: load_module $TEST_NGINX_DQE_MODULE;  (unless static or
+#                present; before any other load_module, as Debian's
+#                modules-enabled would load it before, e.g., the Lua one)
 #   http_config: proxy_ssl_verify on + the mock's certificate
 #                                     (unless the block sets proxy_ssl_*)
 #   config:      location /__mock/ proxying to the mock's control port
@@ -130,6 +134,8 @@ sub import {
 
     $ENV{TEST_NGINX_DQE_MODULE} = $ENV{DQE_MODULE}
         || "$root/build/objs/ngx_http_dqe_oauth_module.so";
+    $ENV{TEST_NGINX_DQE_LOAD} = $ENV{TEST_NGINX_DQE_MODULE} eq 'static'
+        ? '' : "load_module $ENV{TEST_NGINX_DQE_MODULE};";
     $ENV{TEST_NGINX_FAN_PORT} ||= free_port();
 
     start_mock() unless $mock_pid;
@@ -144,9 +150,8 @@ sub defaults {
     my $block = shift;
 
     my $main = $block->main_config // '';
-    if ($main !~ /load_module/) {
-        $block->set_value('main_config',
-                          "load_module $ENV{TEST_NGINX_DQE_MODULE};\n$main");
+    if ($main !~ /ngx_http_dqe_oauth_module|TEST_NGINX_DQE_LOAD/) {
+        $block->set_value('main_config', "$ENV{TEST_NGINX_DQE_LOAD}\n$main");
     }
 
     my $http = $block->http_config // '';
@@ -165,6 +170,105 @@ sub defaults {
         . "    }\n");
 }
 
+
+# --- text for blocks: "--- config eval" / "--- http_config eval" ----------
+
+# the standard location of ours: the mock as DQE, licence 123456, its
+# secret, scope client_address; any of them, and extra directives, can be
+# given: location('/api/', scope => 'client_email', extra => '...')
+
+sub location {
+    my ($path, %o) = @_;
+
+    my $port = $o{port} // $ENV{TEST_NGINX_DQE_PORT};
+
+    return "    location $path {\n"
+        . "        dqe_oauth_server  127.0.0.1:$port;\n"
+        . "        dqe_oauth_licence " . ($o{licence} // '123456') . ";\n"
+        . "        dqe_oauth_secret  " . ($o{secret} // 's3cr3t-pass') . ";\n"
+        . "        dqe_oauth_scope   " . ($o{scope} // 'client_address') . ";\n"
+        . ($o{extra} ? "        $o{extra}\n" : '')
+        . "        proxy_pass https://127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};\n"
+        . "    }\n";
+}
+
+# a burst of N concurrent requests to PATH (default /api/): GET /burst
+# includes them all at once (SSI), each over a connection of its own to
+# the server{} of fan_server(), which listens with "reuseport" so that
+# the kernel spreads them over the workers
+
+sub burst {
+    my ($n, $path) = @_;
+
+    $path //= '/api/';
+
+    my $includes = join '', map { "<!--# include virtual=\"/fan/$_\" -->" }
+                            1 .. $n;
+
+    return "    location = /burst {\n"
+        . "        default_type text/html;\n"
+        . "        ssi on;\n"
+        . "        ssi_value_length 1024;\n"
+        . "        return 200 '$includes';\n"
+        . "    }\n"
+        . "    location /fan/ {\n"
+        . "        proxy_pass http://127.0.0.1:$ENV{TEST_NGINX_FAN_PORT}$path;\n"
+        . "    }\n";
+}
+
+# the second server{} that bursts reach; its API location tags requests
+# with the worker's pid (X-Worker: the mock counts "workers_seen")
+
+sub fan_server {
+    my (%o) = @_;
+
+    my $loc = location('/api/', %o,
+                       extra => 'proxy_set_header X-Worker $pid; '
+                                . ($o{extra} // ''));
+
+    return "    server {\n"
+        . "        listen 127.0.0.1:$ENV{TEST_NGINX_FAN_PORT} reuseport;\n"
+        . join('', map { "    $_\n" } split /\n/, $loc)
+        . "    }\n";
+}
+
+# the mock's stats, order-independent: stats(token_requests => {POST => 1},
+# tokens_issued => 1) matches a stats body with those values, wherever
+# they are; the other keys are not looked at
+
+sub stats {
+    my (%want) = @_;
+    my $re = '';
+
+    for my $k (sort keys %want) {
+        my $v = $want{$k};
+
+        if (ref $v eq 'HASH') {
+            for my $kk (sort keys %$v) {
+                $re .= "(?=.*\"\Q$k\E\":\\{[^}]*\"\Q$kk\E\":\Q$v->{$kk}\E[,}])";
+            }
+
+        } else {
+            $re .= "(?=.*\"\Q$k\E\":\Q$v\E[,}])";
+        }
+    }
+
+    return qr/\A$re/s;
+}
+
+# what no log may hold, in any block or scenario: an alert or worse, a
+# socket left open at reload or exit, the test secret, a token outside
+# nginx core's debug dump of upstream request headers
+
+our @NO_LEAK = (
+    qr/\[(?:alert|crit|emerg)\]/,
+    qr/open socket #\d+ left/,
+    qr/s3cr3t|other-pass|bulk-pass/,
+    qr/^(?!.*http proxy header: "Authorization: Bearer TK).*TK[0-9a-f]{40}/m,
+);
+
+sub no_leak { return @NO_LEAK }
+
 # "GET /__mock/fault?..." for a request list: fault(body => '{"x":1}', ...)
 
 sub fault {
@@ -178,6 +282,329 @@ sub fault {
     }
 
     return "GET /__mock/fault?" . join('&', @q);
+}
+
+
+# --- scenario scripts (plain Test::More): an nginx of their own -----------
+#
+#   my $ngx = Test::DQE::Nginx->new('name');   # t/servroot-name, free ports
+#   $ngx->start(http => "server { listen 127.0.0.1:${\ $ngx->port}; ... }",
+#               workers => 2, main => '...');
+#   my @r = $ngx->keepalive('/a', '/b');       # [status, body] each, one
+#                                              # HTTP/1.1 connection
+#   $ngx->reload(http => ...);  $ngx->stop;  $ngx->log;
+#
+# master process on, daemon, the module loaded (unless static), the mock's
+# certificate trusted at http{} level, error_log at debug.
+
+package Test::DQE::Nginx;
+
+use File::Path qw(make_path remove_tree);
+use IO::Socket::INET;
+use Time::HiRes qw(sleep time);
+
+sub new {
+    my ($class, $name) = @_;
+
+    my $self = bless {
+        root => Cwd::getcwd() . "/t/servroot-$name",
+        port => Test::DQE::free_port(),
+        binary => $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx',
+    }, $class;
+
+    $self->{port2} = Test::DQE::free_port() while !$self->{port2}
+                     || $self->{port2} == $self->{port};
+
+    remove_tree($self->{root});
+    make_path("$self->{root}/conf", "$self->{root}/logs");
+
+    return $self;
+}
+
+sub port { $_[0]{port} }
+sub port2 { $_[0]{port2} }
+sub root { $_[0]{root} }
+
+sub write_conf {
+    my ($self, %o) = @_;
+
+    $self->{conf} = { %{ $self->{conf} || {} }, %o };
+    my $c = $self->{conf};
+
+    open my $fh, '>', "$self->{root}/conf/nginx.conf" or die $!;
+    print $fh "$ENV{TEST_NGINX_DQE_LOAD}\n" . ($c->{main} // '') . <<"CONF";
+
+master_process on;
+worker_processes @{[ $c->{workers} // 2 ]};
+daemon on;
+pid logs/nginx.pid;
+error_log logs/error.log debug;
+worker_shutdown_timeout 30s;
+
+events {
+    worker_connections 1024;
+}
+
+http {
+    access_log off;
+    proxy_ssl_verify on;
+    proxy_ssl_trusted_certificate $ENV{TEST_NGINX_DQE_CA};
+
+$c->{http}
+}
+CONF
+    close $fh;
+}
+
+# runs the binary with -p and -c; true on success
+
+sub run {
+    my ($self, @args) = @_;
+
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        open STDERR, '>>', "$self->{root}/logs/stderr.log";
+        { exec $self->{binary}, '-p', "$self->{root}/", '-c',
+               "$self->{root}/conf/nginx.conf", @args; }
+        POSIX::_exit(127);
+    }
+
+    waitpid($pid, 0);
+
+    return $? == 0;
+}
+
+sub master {
+    my ($self) = @_;
+
+    open my $fh, '<', "$self->{root}/logs/nginx.pid" or return undef;
+    my $pid = <$fh>;
+    chomp $pid if defined $pid;
+
+    return $pid;
+}
+
+sub workers {
+    my ($self) = @_;
+    my $master = $self->master or return ();
+
+    return grep { /^\d+$/ } split ' ', `pgrep -P $master`;
+}
+
+sub start {
+    my ($self, %o) = @_;
+
+    $self->write_conf(%o);
+    $self->run or return 0;
+
+    for (1 .. 100) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$self->{port}",
+                                      Timeout => 1);
+        return 1 if $s;
+        sleep 0.05;
+    }
+
+    return 0;
+}
+
+# a new configuration (or the same), and the old workers gone
+
+sub reload {
+    my ($self, %o) = @_;
+
+    my %old = map { $_ => 1 } $self->workers;
+
+    $self->write_conf(%o);
+    $self->run('-s', 'reload') or return 0;
+
+    for (1 .. 400) {
+        my @now = $self->workers;
+        return 1 if @now && !grep { $old{$_} } @now;
+        sleep 0.05;
+    }
+
+    return 0;
+}
+
+# "nginx -s quit", and the master gone: true if it exited by itself
+
+sub stop {
+    my ($self) = @_;
+
+    my $master = $self->master or return 1;
+
+    $self->run('-s', 'quit');
+
+    for (1 .. 600) {
+        return 1 unless kill 0, $master;
+        sleep 0.05;
+    }
+
+    kill 'KILL', $master, $self->workers;
+
+    return 0;
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    my $master = $self->master;
+
+    kill 'KILL', $master, $self->workers if $master && kill 0, $master;
+}
+
+sub log {
+    my ($self) = @_;
+
+    open my $fh, '<', "$self->{root}/logs/error.log" or return '';
+    local $/;
+
+    return <$fh>;
+}
+
+# one HTTP/1.0 GET on a connection of its own: (status, body), status 0
+# when nothing or no HTTP came back within the timeout
+
+sub get {
+    my ($self, $path, $timeout, $port) = @_;
+
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:"
+                                              . ($port // $self->{port}),
+                                  Timeout => $timeout || 15)
+        or return (0, "connect: $!");
+
+    print $s "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
+
+    my $resp = '';
+    eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        Time::HiRes::alarm($timeout || 15);
+        while (my $n = sysread($s, my $buf, 65536)) {
+            $resp .= $buf;
+        }
+        Time::HiRes::alarm(0);
+    };
+    close $s;
+
+    my ($status) = $resp =~ m{^HTTP/1\.\d (\d+)};
+    my ($body) = $resp =~ /\r\n\r\n(.*)\z/s;
+
+    return ($status || 0, $body // '');
+}
+
+# requests one after the other on one HTTP/1.1 keep-alive connection:
+# a list of [status, body]; [0, why] for a request that got no complete
+# answer within the timeout (a hung connection), and none after it
+
+sub keepalive {
+    my ($self, @paths) = @_;
+
+    my $timeout = 10;
+    my @out;
+
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$self->{port}",
+                                  Timeout => $timeout)
+        or return ([0, "connect: $!"]);
+
+    my $buf = '';
+
+    for my $path (@paths) {
+        print $s "GET $path HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+        my ($status, $body) = (0, 'no answer');
+        my $end = time + $timeout;
+
+        while (time < $end) {
+            if ($buf =~ m{\AHTTP/1\.1 (\d+)[^\r]*\r\n(.*?)\r\n\r\n}s) {
+                my ($st, $hdr) = ($1, $2);
+                my $hlen = $+[0];
+
+                if ($hdr =~ /^content-length:\s*(\d+)/mi) {
+                    if (length($buf) >= $hlen + $1) {
+                        ($status, $body) = ($st, substr($buf, $hlen, $1));
+                        $buf = substr($buf, $hlen + $1);
+                        last;
+                    }
+
+                } elsif ($hdr =~ /^transfer-encoding:\s*chunked/mi) {
+                    my $rest = substr($buf, $hlen);
+                    my $b = '';
+                    my $done;
+                    while ($rest =~ s/\A([0-9a-f]+)\r\n//i) {
+                        my $n = hex $1;
+                        if ($n == 0) {
+                            if ($rest =~ s/\A\r\n//) { $done = 1 }
+                            last;
+                        }
+                        last if length($rest) < $n + 2;
+                        $b .= substr($rest, 0, $n);
+                        $rest = substr($rest, $n + 2);
+                    }
+                    if ($done) {
+                        ($status, $body, $buf) = ($st, $b, $rest);
+                        last;
+                    }
+                }
+            }
+
+            my $rin = '';
+            vec($rin, fileno($s), 1) = 1;
+            last unless select(my $rout = $rin, undef, undef, 0.1) >= 0;
+            next unless vec($rout, fileno($s), 1);
+
+            my $n = sysread($s, my $chunk, 65536);
+            if (!$n) {
+                $body = 'connection closed';
+                last;
+            }
+            $buf .= $chunk;
+        }
+
+        push @out, [$status, $body];
+        last unless $status;
+    }
+
+    close $s;
+
+    return @out;
+}
+
+# requests over one HTTP/2 connection (curl, prior knowledge: the server
+# listens with "http2"): a list of [status, body]
+
+sub h2 {
+    my ($self, @paths) = @_;
+
+    my @args = ('curl', '-sS', '--max-time', '10', '--http2-prior-knowledge');
+
+    for my $p (@paths) {
+        push @args, "http://127.0.0.1:$self->{port2}$p", '-w',
+             '\n%{http_code} %{http_version} %{num_connects}\n';
+    }
+
+    open my $fh, '-|', @args or return ();
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+
+    my @res;
+    while ($out =~ /\G(.*?)\n(\d{3}) (\S+) (\d+)\n/gs) {
+        push @res, [$2, $1, $3, $4];
+    }
+
+    return @res;
+}
+
+package Test::DQE;
+
+# GET on the mock's control port: the body
+
+sub mock {
+    my ($path) = @_;
+
+    return (Test::DQE::Nginx::get(
+                { port => $ENV{TEST_NGINX_DQE_CTL_PORT} }, $path))[1];
 }
 
 END {
