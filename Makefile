@@ -25,7 +25,8 @@ DEPS       := nginx nginx-dev libcjson-dev gcc make openssl curl python3 \
               libtest-base-perl libtest-longstring-perl liblist-moreutils-perl \
               libtext-diff-perl liburi-perl libhttp-message-perl \
               libipc-run-perl wrk libnginx-mod-http-lua lua-resty-core \
-              libpcre3-dev libssl-dev zlib1g-dev patch xz-utils
+              libpcre3-dev libssl-dev zlib1g-dev patch xz-utils \
+              nghttp2-client
 
 SOURCES    := config $(wildcard src/*.c src/*.h)
 

@@ -264,10 +264,25 @@ our @NO_LEAK = (
     qr/\[(?:alert|crit|emerg)\]/,
     qr/open socket #\d+ left/,
     qr/s3cr3t|other-pass|bulk-pass/,
-    qr/^(?!.*http proxy header: "Authorization: Bearer TK).*TK[0-9a-f]{40}/m,
+    qr/^(?!Authorization: Bearer TK|.*http proxy header: "Authorization: Bearer TK).*TK[0-9a-f]{40}/,
 );
 
 sub no_leak { return @NO_LEAK }
+
+# in a scenario script: one test per pattern of @NO_LEAK (and of @more),
+# over the lines of $log; a failure lists the first lines that match
+
+sub log_ok {
+    my ($log, @more) = @_;
+
+    my @lines = split /\n/, $log;
+
+    for my $re (@NO_LEAK, @more) {
+        my @bad = grep { /$re/ } @lines;
+        Test::More::is_deeply([@bad[0 .. ($#bad < 4 ? $#bad : 4)]], [],
+                              "no log line matches $re");
+    }
+}
 
 # "GET /__mock/fault?..." for a request list: fault(body => '{"x":1}', ...)
 
@@ -292,6 +307,7 @@ sub fault {
 #               workers => 2, main => '...');
 #   my @r = $ngx->keepalive('/a', '/b');       # [status, body] each, one
 #                                              # HTTP/1.1 connection
+#   my ($st, $out) = $ngx->h2('/a', '/b');     # statuses, one HTTP/2 one
 #   $ngx->reload(http => ...);  $ngx->stop;  $ngx->log;
 #
 # master process on, daemon, the module loaded (unless static), the mock's
@@ -570,30 +586,32 @@ sub keepalive {
     return @out;
 }
 
-# requests over one HTTP/2 connection (curl, prior knowledge: the server
-# listens with "http2"): a list of [status, body]
+# requests at once over one HTTP/2 connection (nghttp, prior knowledge:
+# the server listens with "http2" on port2): the list of statuses, in the
+# order of the paths (0 for a stream that got none), and all nghttp said
 
 sub h2 {
     my ($self, @paths) = @_;
 
-    my @args = ('curl', '-sS', '--max-time', '10', '--http2-prior-knowledge');
-
-    for my $p (@paths) {
-        push @args, "http://127.0.0.1:$self->{port2}$p", '-w',
-             '\n%{http_code} %{http_version} %{num_connects}\n';
-    }
+    my @args = ('nghttp', '-v', '-t', '10',
+                map { "http://127.0.0.1:$self->{port2}$_" } @paths);
 
     open my $fh, '-|', @args or return ();
     local $/;
-    my $out = <$fh>;
+    my $out = <$fh> // '';
     close $fh;
 
-    my @res;
-    while ($out =~ /\G(.*?)\n(\d{3}) (\S+) (\d+)\n/gs) {
-        push @res, [$2, $1, $3, $4];
+    my (@ids, %status);
+
+    while ($out =~ /send HEADERS frame <[^>]*stream_id=(\d+)>/g) {
+        push @ids, $1;
     }
 
-    return @res;
+    while ($out =~ /recv \(stream_id=(\d+)\) :status: (\d+)/g) {
+        $status{$1} = $2;
+    }
+
+    return ([map { $status{$_} // 0 } @ids], $out);
 }
 
 package Test::DQE;
