@@ -510,8 +510,8 @@ sub get {
 }
 
 # requests one after the other on one HTTP/1.1 keep-alive connection:
-# a list of [status, body]; [0, why] for a request that got no complete
-# answer within the timeout (a hung connection), and none after it
+# a list of [status, body, headers]; [0, why] for a request that got no
+# complete answer within the timeout (a hung connection), and none after
 
 sub keepalive {
     my ($self, @paths) = @_;
@@ -528,7 +528,7 @@ sub keepalive {
     for my $path (@paths) {
         print $s "GET $path HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
-        my ($status, $body) = (0, 'no answer');
+        my ($status, $body, $headers) = (0, 'no answer', '');
         my $end = time + $timeout;
 
         while (time < $end) {
@@ -538,7 +538,8 @@ sub keepalive {
 
                 if ($hdr =~ /^content-length:\s*(\d+)/mi) {
                     if (length($buf) >= $hlen + $1) {
-                        ($status, $body) = ($st, substr($buf, $hlen, $1));
+                        ($status, $body, $headers)
+                            = ($st, substr($buf, $hlen, $1), $hdr);
                         $buf = substr($buf, $hlen + $1);
                         last;
                     }
@@ -558,7 +559,8 @@ sub keepalive {
                         $rest = substr($rest, $n + 2);
                     }
                     if ($done) {
-                        ($status, $body, $buf) = ($st, $b, $rest);
+                        ($status, $body, $headers, $buf)
+                            = ($st, $b, $hdr, $rest);
                         last;
                     }
                 }
@@ -577,7 +579,7 @@ sub keepalive {
             $buf .= $chunk;
         }
 
-        push @out, [$status, $body];
+        push @out, [$status, $body, $headers];
         last unless $status;
     }
 
