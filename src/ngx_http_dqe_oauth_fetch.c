@@ -200,11 +200,6 @@ ngx_http_dqe_oauth_anchor(ngx_http_dqe_oauth_cred_t *cred,
 
     static struct sockaddr_un    none = { .sun_family = AF_UNIX };
 
-    if (cred->endpoint->srv_conf == NULL) {
-        /* no server{} at all: nothing could ever use the token */
-        return NULL;
-    }
-
     pool = ngx_create_pool(1024, ngx_cycle->log);
     if (pool == NULL) {
         return NULL;
