@@ -33,6 +33,8 @@
 #include "ngx_http_dqe_oauth_module.h"
 
 
+static ngx_http_conf_ctx_t *ngx_http_dqe_oauth_create_location(
+    ngx_conf_t *cf);
 static char *ngx_http_dqe_oauth_parse_text(ngx_conf_t *cf,
     ngx_http_conf_ctx_t *ctx, ngx_str_t *text);
 static ngx_int_t ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
@@ -77,13 +79,9 @@ ngx_http_dqe_oauth_add_endpoint(ngx_conf_t *cf, ngx_str_t *url)
     void                            **parent;
     ngx_str_t                         text;
     ngx_uint_t                        i, https;
-    ngx_module_t                     *m;
-    ngx_http_module_t                *module;
     ngx_http_conf_ctx_t              *ctx, *pctx;
     ngx_http_core_srv_conf_t         *cscf;
-    ngx_http_core_loc_conf_t         *clcf;
     ngx_http_dqe_oauth_endpoint_t    *ep, **epp;
-    ngx_http_dqe_oauth_loc_conf_t    *dlcf;
     ngx_http_dqe_oauth_main_conf_t   *dmcf;
 
     pctx = cf->ctx;
@@ -120,6 +118,61 @@ ngx_http_dqe_oauth_add_endpoint(ngx_conf_t *cf, ngx_str_t *url)
     /* an http{} block has no server of its own: one is chosen at init */
     ep->srv_conf = (cf->cmd_type & NGX_HTTP_MAIN_CONF) ? NULL
                                                        : pctx->srv_conf;
+
+    ctx = ngx_http_dqe_oauth_create_location(cf);
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ep->ctx = ctx;
+
+    text.len = sizeof("proxy_pass " NGX_HTTP_DQE_OAUTH_TOKEN_PATH ";") - 1
+               + url->len + sizeof("proxy_ssl_verify on;") - 1
+               + sizeof(ngx_http_dqe_oauth_directives) - 1;
+    text.data = ngx_pnalloc(cf->pool, text.len);
+    if (text.data == NULL) {
+        return NULL;
+    }
+
+    https = (url->len > 8
+             && ngx_strncmp(url->data, "https://", sizeof("https://") - 1)
+                == 0);
+
+    text.len = ngx_snprintf(text.data, text.len,
+                            "proxy_pass %V" NGX_HTTP_DQE_OAUTH_TOKEN_PATH ";"
+                            "%s%s", url,
+                            https ? "proxy_ssl_verify on;" : "",
+                            ngx_http_dqe_oauth_directives)
+               - text.data;
+
+    if (ngx_http_dqe_oauth_parse_text(cf, ctx, &text) != NGX_CONF_OK) {
+        return NULL;
+    }
+
+    epp = ngx_array_push(&dmcf->endpoints);
+    if (epp == NULL) {
+        return NULL;
+    }
+
+    *epp = ep;
+
+    return ep;
+}
+
+
+/* a location context of its own, where the directives above are parsed */
+
+static ngx_http_conf_ctx_t *
+ngx_http_dqe_oauth_create_location(ngx_conf_t *cf)
+{
+    ngx_uint_t                      i;
+    ngx_module_t                   *m;
+    ngx_http_module_t              *module;
+    ngx_http_conf_ctx_t            *ctx, *pctx;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_dqe_oauth_loc_conf_t  *dlcf;
+
+    pctx = cf->ctx;
 
     ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_conf_ctx_t));
     if (ctx == NULL) {
@@ -160,39 +213,7 @@ ngx_http_dqe_oauth_add_endpoint(ngx_conf_t *cf, ngx_str_t *url)
     dlcf = ctx->loc_conf[ngx_http_dqe_oauth_module.ctx_index];
     dlcf->hidden = 1;
 
-    ep->ctx = ctx;
-
-    text.len = sizeof("proxy_pass " NGX_HTTP_DQE_OAUTH_TOKEN_PATH ";") - 1
-               + url->len + sizeof("proxy_ssl_verify on;") - 1
-               + sizeof(ngx_http_dqe_oauth_directives) - 1;
-    text.data = ngx_pnalloc(cf->pool, text.len);
-    if (text.data == NULL) {
-        return NULL;
-    }
-
-    https = (url->len > 8
-             && ngx_strncmp(url->data, "https://", sizeof("https://") - 1)
-                == 0);
-
-    text.len = ngx_snprintf(text.data, text.len,
-                            "proxy_pass %V" NGX_HTTP_DQE_OAUTH_TOKEN_PATH ";"
-                            "%s%s", url,
-                            https ? "proxy_ssl_verify on;" : "",
-                            ngx_http_dqe_oauth_directives)
-               - text.data;
-
-    if (ngx_http_dqe_oauth_parse_text(cf, ctx, &text) != NGX_CONF_OK) {
-        return NULL;
-    }
-
-    epp = ngx_array_push(&dmcf->endpoints);
-    if (epp == NULL) {
-        return NULL;
-    }
-
-    *epp = ep;
-
-    return ep;
+    return ctx;
 }
 
 

@@ -18,14 +18,15 @@
  *           refresh grant while the refresh token is young, else with
  *           the licence and secret
  *   done    the reply is classified (post-subrequest handler)
- *   next    a token: store it; the refresh grant refused (4xx): send
- *           again with the licence and secret; else record the failure
- *           and back off
- *   end     wake this worker's waiters, close the anchor
+ *   next    the refresh grant refused (4xx): send again with the licence
+ *           and secret; else the outcome:
+ *   outcome a token: store it; else record the failure and back off;
+ *           wake this worker's waiters
+ *   end     close the anchor
  *
  * Should nginx tear the anchor down on its own (an error inside the
- * subrequest), its cleanup records a failure: the mark never outlives
- * the fetch.
+ * subrequest, worker_shutdown_timeout), its cleanup records the outcome:
+ * the mark never outlives the fetch.
  */
 
 
@@ -60,6 +61,7 @@ typedef struct {
 static ngx_http_dqe_oauth_fetch_t *ngx_http_dqe_oauth_anchor(
     ngx_http_dqe_oauth_cred_t *cred, ngx_http_dqe_oauth_claim_t *claim,
     ngx_uint_t why);
+static ngx_connection_t *ngx_http_dqe_oauth_anchor_connection(void);
 static ngx_http_request_t *ngx_http_dqe_oauth_anchor_request(
     ngx_connection_t *c, ngx_http_dqe_oauth_endpoint_t *ep);
 static ngx_int_t ngx_http_dqe_oauth_refresh_body(
@@ -67,6 +69,8 @@ static ngx_int_t ngx_http_dqe_oauth_refresh_body(
 static u_char *ngx_http_dqe_oauth_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
 static ngx_int_t ngx_http_dqe_oauth_send(ngx_http_dqe_oauth_fetch_t *fetch);
+static ngx_http_request_body_t *ngx_http_dqe_oauth_request_body(
+    ngx_http_request_t *r, ngx_str_t *body);
 static ngx_int_t ngx_http_dqe_oauth_request_headers(ngx_http_request_t *r,
     ngx_list_t *headers, ngx_table_elt_t **content_type);
 static void ngx_http_dqe_oauth_content(ngx_http_request_t *sr);
@@ -77,6 +81,7 @@ static ngx_int_t ngx_http_dqe_oauth_done(ngx_http_request_t *sr, void *data,
 static ngx_uint_t ngx_http_dqe_oauth_classify(ngx_http_request_t *sr,
     ngx_http_dqe_oauth_fetch_t *fetch, ngx_int_t rc);
 static void ngx_http_dqe_oauth_next(ngx_http_request_t *r);
+static void ngx_http_dqe_oauth_outcome(ngx_http_dqe_oauth_fetch_t *fetch);
 static void ngx_http_dqe_oauth_failed(ngx_http_dqe_oauth_fetch_t *fetch);
 static void ngx_http_dqe_oauth_end(ngx_http_dqe_oauth_fetch_t *fetch);
 static void ngx_http_dqe_oauth_cleanup(void *data);
@@ -160,7 +165,7 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t why,
 
     if (ngx_http_dqe_oauth_send(fetch) != NGX_OK) {
         fetch->error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
-        ngx_http_dqe_oauth_failed(fetch);
+        ngx_http_dqe_oauth_outcome(fetch);
         ngx_http_dqe_oauth_end(fetch);
         return NGX_ERROR;
     }
@@ -189,80 +194,14 @@ static ngx_http_dqe_oauth_fetch_t *
 ngx_http_dqe_oauth_anchor(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_claim_t *claim, ngx_uint_t why)
 {
-    ngx_fd_t                     fd;
-    ngx_log_t                   *log;
-    ngx_pool_t                  *pool;
     ngx_connection_t            *c;
     ngx_http_request_t          *r;
-    ngx_http_log_ctx_t          *lctx;
     ngx_http_cleanup_t          *cln;
     ngx_http_dqe_oauth_fetch_t  *fetch;
 
-    static struct sockaddr_un    none = { .sun_family = AF_UNIX };
-
-    pool = ngx_create_pool(1024, ngx_cycle->log);
-    if (pool == NULL) {
-        return NULL;
-    }
-
-    fd = ngx_open_file("/dev/null", NGX_FILE_RDWR, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_destroy_pool(pool);
-        return NULL;
-    }
-
-    c = ngx_get_connection(fd, ngx_cycle->log);
+    c = ngx_http_dqe_oauth_anchor_connection();
     if (c == NULL) {
-        (void) ngx_close_file(fd);
-        ngx_destroy_pool(pool);
         return NULL;
-    }
-
-    c->pool = pool;
-
-#if (NGX_STAT_STUB)
-    /* ngx_http_close_connection() counts it out */
-    (void) ngx_atomic_fetch_add(ngx_stat_active, 1);
-#endif
-
-    log = ngx_palloc(pool, sizeof(ngx_log_t));
-    lctx = ngx_pcalloc(pool, sizeof(ngx_http_log_ctx_t));
-    c->buffer = ngx_calloc_buf(pool);
-
-    if (log == NULL || lctx == NULL || c->buffer == NULL) {
-        goto failed;
-    }
-
-    *log = *ngx_cycle->log;
-
-    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
-
-    lctx->connection = c;
-
-    log->connection = c->number;
-    log->handler = ngx_http_dqe_oauth_log_error;
-    log->data = lctx;
-    log->action = NULL;
-
-    c->log = log;
-    c->log_error = NGX_ERROR_INFO;
-
-    /* what variables such as $remote_addr read: "unix:", no client */
-
-    c->sockaddr = (struct sockaddr *) &none;
-    c->socklen = sizeof(sa_family_t);
-    c->local_sockaddr = c->sockaddr;
-    c->local_socklen = c->socklen;
-    ngx_str_set(&c->addr_text, "unix:");
-
-    c->tcp_nodelay = NGX_TCP_NODELAY_DISABLED;
-    c->tcp_nopush = NGX_TCP_NOPUSH_DISABLED;
-
-    c->write->ready = 1;
-
-    if (ngx_event_flags & NGX_USE_CLEAR_EVENT) {
-        /* ngx_http_upstream_init() adds no event for it */
-        c->write->active = 1;
     }
 
     r = ngx_http_dqe_oauth_anchor_request(c, cred->endpoint);
@@ -301,6 +240,94 @@ failed:
     ngx_http_close_connection(c);
 
     return NULL;
+}
+
+
+static ngx_connection_t *
+ngx_http_dqe_oauth_anchor_connection(void)
+{
+    ngx_fd_t                    fd;
+    ngx_log_t                  *log;
+    ngx_pool_t                 *pool;
+    ngx_connection_t           *c;
+    ngx_http_log_ctx_t         *lctx;
+
+    static struct sockaddr_un   none = { .sun_family = AF_UNIX };
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    fd = ngx_open_file("/dev/null", NGX_FILE_RDWR, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    c = ngx_get_connection(fd, ngx_cycle->log);
+    if (c == NULL) {
+        (void) ngx_close_file(fd);
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    c->pool = pool;
+
+#if (NGX_STAT_STUB)
+    /* ngx_http_close_connection() counts it out */
+    (void) ngx_atomic_fetch_add(ngx_stat_active, 1);
+#endif
+
+    log = ngx_palloc(pool, sizeof(ngx_log_t));
+    lctx = ngx_pcalloc(pool, sizeof(ngx_http_log_ctx_t));
+    c->buffer = ngx_calloc_buf(pool);
+
+    if (log == NULL || lctx == NULL || c->buffer == NULL) {
+        ngx_http_close_connection(c);
+        return NULL;
+    }
+
+    *log = *ngx_cycle->log;
+
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
+
+    lctx->connection = c;
+
+    log->connection = c->number;
+    log->handler = ngx_http_dqe_oauth_log_error;
+    log->data = lctx;
+    log->action = NULL;
+
+    c->log = log;
+    c->log_error = NGX_ERROR_INFO;
+    c->read->log = log;
+    c->write->log = log;
+
+    /* what variables such as $remote_addr read: "unix:", no client */
+
+    c->sockaddr = (struct sockaddr *) &none;
+    c->socklen = sizeof(sa_family_t);
+    c->local_sockaddr = c->sockaddr;
+    c->local_socklen = c->socklen;
+    ngx_str_set(&c->addr_text, "unix:");
+
+    c->tcp_nodelay = NGX_TCP_NODELAY_DISABLED;
+    c->tcp_nopush = NGX_TCP_NOPUSH_DISABLED;
+
+    /* worker_shutdown_timeout calls the handlers of every connection */
+
+    c->read->handler = ngx_http_empty_handler;
+    c->write->handler = ngx_http_empty_handler;
+
+    c->write->ready = 1;
+
+    if (ngx_event_flags & NGX_USE_CLEAR_EVENT) {
+        /* ngx_http_upstream_init() adds no event for it */
+        c->write->active = 1;
+    }
+
+    return c;
 }
 
 
@@ -452,10 +479,8 @@ ngx_http_dqe_oauth_log_error(ngx_log_t *log, u_char *buf, size_t len)
 static ngx_int_t
 ngx_http_dqe_oauth_send(ngx_http_dqe_oauth_fetch_t *fetch)
 {
-    ngx_buf_t                   *b;
     ngx_str_t                    uri, *args, *body;
     ngx_list_t                   headers;
-    ngx_chain_t                 *cl;
     ngx_table_elt_t             *content_type;
     ngx_http_request_t          *r, *sr;
     ngx_http_request_body_t     *rb;
@@ -498,25 +523,10 @@ ngx_http_dqe_oauth_send(ngx_http_dqe_oauth_fetch_t *fetch)
     rb = NULL;
 
     if (body) {
-        rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
-        b = ngx_calloc_buf(r->pool);
-        cl = ngx_alloc_chain_link(r->pool);
-
-        if (rb == NULL || b == NULL || cl == NULL) {
+        rb = ngx_http_dqe_oauth_request_body(r, body);
+        if (rb == NULL) {
             return NGX_ERROR;
         }
-
-        b->start = body->data;
-        b->pos = b->start;
-        b->last = b->start + body->len;
-        b->end = b->last;
-        b->memory = 1;
-        b->last_buf = 1;
-
-        cl->buf = b;
-        cl->next = NULL;
-
-        rb->bufs = cl;
     }
 
     if (ngx_http_dqe_oauth_request_headers(r, &headers,
@@ -560,6 +570,37 @@ ngx_http_dqe_oauth_send(ngx_http_dqe_oauth_fetch_t *fetch)
     sr->write_event_handler = ngx_http_dqe_oauth_content;
 
     return NGX_OK;
+}
+
+
+static ngx_http_request_body_t *
+ngx_http_dqe_oauth_request_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    ngx_buf_t                *b;
+    ngx_chain_t              *cl;
+    ngx_http_request_body_t  *rb;
+
+    rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+
+    if (rb == NULL || b == NULL || cl == NULL) {
+        return NULL;
+    }
+
+    b->start = body->data;
+    b->pos = b->start;
+    b->last = b->start + body->len;
+    b->end = b->last;
+    b->memory = 1;
+    b->last_buf = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    rb->bufs = cl;
+
+    return rb;
 }
 
 
@@ -783,22 +824,6 @@ ngx_http_dqe_oauth_next(ngx_http_request_t *r)
         return;
     }
 
-    if (fetch->error == NGX_HTTP_DQE_OAUTH_OK) {
-
-        if (ngx_http_dqe_oauth_zone_store(fetch->cred, &fetch->claim,
-                                          &fetch->tk)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          "dqe_oauth: no room in the zone to keep the token "
-                          "for %V; enlarge dqe_oauth_zone",
-                          &fetch->cred->label);
-        }
-
-        ngx_http_dqe_oauth_end(fetch);
-        return;
-    }
-
     if (fetch->refreshing && fetch->status >= 400 && fetch->status < 500) {
 
         /* DQE refused the refresh token: the licence and secret, at once */
@@ -821,8 +846,31 @@ ngx_http_dqe_oauth_next(ngx_http_request_t *r)
         fetch->error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
     }
 
-    ngx_http_dqe_oauth_failed(fetch);
+    ngx_http_dqe_oauth_outcome(fetch);
     ngx_http_dqe_oauth_end(fetch);
+}
+
+
+/* the token stored, or the failure recorded */
+
+static void
+ngx_http_dqe_oauth_outcome(ngx_http_dqe_oauth_fetch_t *fetch)
+{
+    fetch->ended = 1;
+
+    if (fetch->error != NGX_HTTP_DQE_OAUTH_OK) {
+        ngx_http_dqe_oauth_failed(fetch);
+
+    } else if (ngx_http_dqe_oauth_zone_store(fetch->cred, &fetch->claim,
+                                             &fetch->tk)
+               != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, fetch->anchor->connection->log, 0,
+                      "dqe_oauth: no room in the zone to keep the token "
+                      "for %V; enlarge dqe_oauth_zone", &fetch->cred->label);
+    }
+
+    ngx_http_dqe_oauth_wake(fetch->cred);
 }
 
 
@@ -869,10 +917,6 @@ ngx_http_dqe_oauth_end(ngx_http_dqe_oauth_fetch_t *fetch)
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    fetch->ended = 1;
-
-    ngx_http_dqe_oauth_wake(fetch->cred);
-
     r = fetch->anchor;
     c = r->connection;
 
@@ -881,7 +925,11 @@ ngx_http_dqe_oauth_end(ngx_http_dqe_oauth_fetch_t *fetch)
 }
 
 
-/* the anchor is torn down before its fetch ended: never leave a mark */
+/*
+ * The anchor is torn down by nginx (an error in the subrequest, or
+ * worker_shutdown_timeout): the reply, if one was read, still counts;
+ * else the token request failed.  Never a mark left behind.
+ */
 
 static void
 ngx_http_dqe_oauth_cleanup(void *data)
@@ -892,12 +940,9 @@ ngx_http_dqe_oauth_cleanup(void *data)
         return;
     }
 
-    fetch->ended = 1;
-
-    if (!fetch->done || fetch->error == NGX_HTTP_DQE_OAUTH_OK) {
+    if (!fetch->done) {
         fetch->error = NGX_HTTP_DQE_OAUTH_ERR_BROKEN;
     }
 
-    ngx_http_dqe_oauth_failed(fetch);
-    ngx_http_dqe_oauth_wake(fetch->cred);
+    ngx_http_dqe_oauth_outcome(fetch);
 }

@@ -20,8 +20,12 @@ static void *ngx_http_dqe_oauth_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_dqe_oauth_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_dqe_oauth_incomplete(ngx_conf_t *cf,
+    ngx_http_dqe_oauth_loc_conf_t *conf, ngx_flag_t explicit);
 static ngx_http_dqe_oauth_cred_t *ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf,
     ngx_http_dqe_oauth_loc_conf_t *conf);
+static ngx_int_t ngx_http_dqe_oauth_cred_texts(ngx_conf_t *cf,
+    ngx_http_dqe_oauth_loc_conf_t *conf, ngx_http_dqe_oauth_cred_t *cred);
 static ngx_int_t ngx_http_dqe_oauth_init_process(ngx_cycle_t *cycle);
 static void ngx_http_dqe_oauth_warm_handler(ngx_event_t *ev);
 
@@ -31,6 +35,8 @@ static char *ngx_http_dqe_oauth_set_scope(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_dqe_oauth_set_server(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_dqe_oauth_server_url(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_str_t *url);
 static char *ngx_http_dqe_oauth_set_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_dqe_oauth_set_method(ngx_conf_t *cf,
@@ -242,9 +248,7 @@ ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_dqe_oauth_loc_conf_t *prev = parent;
     ngx_http_dqe_oauth_loc_conf_t *conf = child;
 
-    const char                *missing;
-    ngx_flag_t                 explicit;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_flag_t  explicit;
 
     if (conf->hidden) {
         /* the token location itself: never a token of its own */
@@ -292,40 +296,10 @@ ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
-    missing = NULL;
-
-    if (conf->server.data == NULL) {
-        missing = "dqe_oauth_server";
-
-    } else if (conf->licence.data == NULL) {
-        missing = "dqe_oauth_licence";
-
-    } else if (conf->secret.data == NULL) {
-        missing = "dqe_oauth_secret";
-
-    } else if (conf->scope.data == NULL) {
-        missing = "dqe_oauth_scope";
-    }
-
-    if (missing) {
-        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-        /*
-         * http{} and server{} may hold a part shared by their locations;
-         * a location that asks for DQE itself must end up with all four
-         */
-
-        if (clcf->name.len && conf->enable && (conf->set_here || explicit)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "location \"%V\" uses dqe_oauth but has no "
-                               "\"%s\": set it in the location or in an "
-                               "enclosing server{} or http{} block, or "
-                               "write \"dqe_oauth off;\"",
-                               &clcf->name, missing);
-            return NGX_CONF_ERROR;
-        }
-
-        return NGX_CONF_OK;
+    if (conf->server.data == NULL || conf->licence.data == NULL
+        || conf->secret.data == NULL || conf->scope.data == NULL)
+    {
+        return ngx_http_dqe_oauth_incomplete(cf, conf, explicit);
     }
 
     if (conf->enable) {
@@ -340,6 +314,49 @@ ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 /*
+ * http{} and server{} may hold a part shared by their locations; a
+ * location that asks for DQE itself must end up with all four
+ */
+
+static char *
+ngx_http_dqe_oauth_incomplete(ngx_conf_t *cf,
+    ngx_http_dqe_oauth_loc_conf_t *conf, ngx_flag_t explicit)
+{
+    const char                *missing;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->name.len == 0 || !conf->enable
+        || !(conf->set_here || explicit))
+    {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->server.data == NULL) {
+        missing = "dqe_oauth_server";
+
+    } else if (conf->licence.data == NULL) {
+        missing = "dqe_oauth_licence";
+
+    } else if (conf->secret.data == NULL) {
+        missing = "dqe_oauth_secret";
+
+    } else {
+        missing = "dqe_oauth_scope";
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "location \"%V\" uses dqe_oauth but has no \"%s\": "
+                       "set it in the location or in an enclosing server{} "
+                       "or http{} block, or write \"dqe_oauth off;\"",
+                       &clcf->name, missing);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/*
  * Everything a request needs is computed here once: the form fields
  * (URL-encoded), the cache key digest and the label used in logs.  The
  * locations that give the same values share one credential set.
@@ -348,8 +365,6 @@ ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 static ngx_http_dqe_oauth_cred_t *
 ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
 {
-    u_char                           *p;
-    size_t                            len;
     ngx_uint_t                        i;
     ngx_sha1_t                        sha1;
     ngx_http_dqe_oauth_cred_t        *cred, **credp;
@@ -399,6 +414,32 @@ ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
         }
     }
 
+    if (ngx_http_dqe_oauth_cred_texts(cf, conf, cred) != NGX_OK) {
+        return NULL;
+    }
+
+    ngx_queue_init(&cred->waiters);
+
+    credp = ngx_array_push(&dmcf->creds);
+    if (credp == NULL) {
+        return NULL;
+    }
+
+    *credp = cred;
+
+    return cred;
+}
+
+
+/* the urlencoded fields of the client credentials, and the label */
+
+static ngx_int_t
+ngx_http_dqe_oauth_cred_texts(ngx_conf_t *cf,
+    ngx_http_dqe_oauth_loc_conf_t *conf, ngx_http_dqe_oauth_cred_t *cred)
+{
+    u_char  *p;
+    size_t   len;
+
     len = sizeof("client_id=&client_secret=&scope=") - 1
           + conf->licence.len + conf->secret.len + conf->scope.len
           + 2 * ngx_escape_uri(NULL, conf->licence.data, conf->licence.len,
@@ -408,7 +449,7 @@ ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
 
     p = ngx_pnalloc(cf->pool, len);
     if (p == NULL) {
-        return NULL;
+        return NGX_ERROR;
     }
 
     cred->params.data = p;
@@ -431,7 +472,7 @@ ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
 
     p = ngx_pnalloc(cf->pool, len);
     if (p == NULL) {
-        return NULL;
+        return NGX_ERROR;
     }
 
     cred->label.data = p;
@@ -440,16 +481,7 @@ ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
                                   &conf->licence, &conf->scope)
                       - p;
 
-    ngx_queue_init(&cred->waiters);
-
-    credp = ngx_array_push(&dmcf->creds);
-    if (credp == NULL) {
-        return NULL;
-    }
-
-    *credp = cred;
-
-    return cred;
+    return NGX_OK;
 }
 
 
@@ -535,10 +567,7 @@ ngx_http_dqe_oauth_set_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_dqe_oauth_loc_conf_t *dlcf = conf;
 
-    u_char                          *p;
-    size_t                           skip, len;
-    ngx_str_t                       *value, url, scheme;
-    ngx_url_t                        u;
+    ngx_str_t                       *value, url;
     ngx_http_dqe_oauth_main_conf_t  *dmcf;
 
     if (dlcf->server.data) {
@@ -547,94 +576,9 @@ ngx_http_dqe_oauth_set_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (value[1].len >= 8
-        && ngx_strncasecmp(value[1].data, (u_char *) "https://", 8) == 0)
-    {
-        ngx_str_set(&scheme, "https://");
-        skip = 8;
-
-    } else if (value[1].len >= 7
-               && ngx_strncasecmp(value[1].data, (u_char *) "http://", 7)
-                  == 0)
-    {
-        ngx_str_set(&scheme, "http://");
-        skip = 7;
-
-    } else if (ngx_strlcasestrn(value[1].data, value[1].data + value[1].len,
-                                (u_char *) "://", 3 - 1)
-               != NULL)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid dqe_oauth_server \"%V\": the scheme must "
-                           "be https:// (the default) or http://",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-
-    } else {
-        ngx_str_set(&scheme, "https://");
-        skip = 0;
-    }
-
-    /* host[:port] and at most a trailing slash */
-
-    len = value[1].len - skip;
-
-    if (len && value[1].data[value[1].len - 1] == '/') {
-        len--;
-    }
-
-    /* the value goes into a proxy_pass: nothing that could end or extend it */
-
-    for (p = value[1].data + skip; p < value[1].data + skip + len; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
-            || (*p >= '0' && *p <= '9') || ngx_strchr(".-_:[]/?", *p))
-        {
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid dqe_oauth_server \"%V\": a host name or "
-                           "address, with an optional port, is made of "
-                           "letters, digits, \".\", \"-\", \":\" and "
-                           "\"[]\"", &value[1]);
+    if (ngx_http_dqe_oauth_server_url(cf, &value[1], &url) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
-
-    if (ngx_strlchr(value[1].data + skip, value[1].data + skip + len, '/')
-        || ngx_strlchr(value[1].data + skip, value[1].data + skip + len, '?'))
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid dqe_oauth_server \"%V\": give host[:port] "
-                           "without a path, the module requests "
-                           NGX_HTTP_DQE_OAUTH_TOKEN_PATH " itself",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&u, sizeof(ngx_url_t));
-
-    u.url.data = value[1].data + skip;
-    u.url.len = len;
-    u.default_port = (skip == 7) ? 80 : 443;
-    u.no_resolve = 1;
-
-    if (len == 0 || ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid dqe_oauth_server \"%V\": %s",
-                           &value[1], u.err ? u.err : "no host");
-        return NGX_CONF_ERROR;
-    }
-
-    /* scheme://host[:port], without a trailing slash */
-
-    url.len = scheme.len + len;
-    url.data = ngx_pnalloc(cf->pool, url.len);
-    if (url.data == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    p = ngx_cpymem(url.data, scheme.data, scheme.len);
-    ngx_memcpy(p, u.url.data, len);
 
     dlcf->endpoint = ngx_http_dqe_oauth_add_endpoint(cf, &url);
     if (dlcf->endpoint == NULL) {
@@ -652,6 +596,105 @@ ngx_http_dqe_oauth_set_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     dmcf->used = 1;
 
     return NGX_CONF_OK;
+}
+
+
+/* "[scheme://]host[:port][/]" into "scheme://host[:port]", https by default */
+
+static ngx_int_t
+ngx_http_dqe_oauth_server_url(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_str_t *url)
+{
+    u_char     *p;
+    size_t      skip, len;
+    ngx_str_t   scheme;
+    ngx_url_t   u;
+
+    if (value->len >= 8
+        && ngx_strncasecmp(value->data, (u_char *) "https://", 8) == 0)
+    {
+        ngx_str_set(&scheme, "https://");
+        skip = 8;
+
+    } else if (value->len >= 7
+               && ngx_strncasecmp(value->data, (u_char *) "http://", 7) == 0)
+    {
+        ngx_str_set(&scheme, "http://");
+        skip = 7;
+
+    } else if (ngx_strlcasestrn(value->data, value->data + value->len,
+                                (u_char *) "://", 3 - 1)
+               != NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_server \"%V\": the scheme must "
+                           "be https:// (the default) or http://", value);
+        return NGX_ERROR;
+
+    } else {
+        ngx_str_set(&scheme, "https://");
+        skip = 0;
+    }
+
+    /* host[:port] and at most a trailing slash */
+
+    len = value->len - skip;
+
+    if (len && value->data[value->len - 1] == '/') {
+        len--;
+    }
+
+    /* the value goes into a proxy_pass: nothing that could end or extend it */
+
+    for (p = value->data + skip; p < value->data + skip + len; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+            || (*p >= '0' && *p <= '9') || ngx_strchr(".-_:[]/?", *p))
+        {
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_server \"%V\": a host name or "
+                           "address, with an optional port, is made of "
+                           "letters, digits, \".\", \"-\", \":\" and "
+                           "\"[]\"", value);
+        return NGX_ERROR;
+    }
+
+    if (ngx_strlchr(value->data + skip, value->data + skip + len, '/')
+        || ngx_strlchr(value->data + skip, value->data + skip + len, '?'))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_server \"%V\": give host[:port] "
+                           "without a path, the module requests "
+                           NGX_HTTP_DQE_OAUTH_TOKEN_PATH " itself", value);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url.data = value->data + skip;
+    u.url.len = len;
+    u.default_port = (skip == 7) ? 80 : 443;
+    u.no_resolve = 1;
+
+    if (len == 0 || ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid dqe_oauth_server \"%V\": %s",
+                           value, u.err ? u.err : "no host");
+        return NGX_ERROR;
+    }
+
+    url->len = scheme.len + len;
+    url->data = ngx_pnalloc(cf->pool, url->len);
+    if (url->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(url->data, scheme.data, scheme.len);
+    ngx_memcpy(p, u.url.data, len);
+
+    return NGX_OK;
 }
 
 

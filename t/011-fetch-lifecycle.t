@@ -51,7 +51,8 @@ my $main = $lua ? "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
                 : '';
 
 my $locations = join '', map { ours(@$_) } (
-    ['/api/'], ['/h2c/'], ['/slow/'], ['/arrive/'], ['/h2r/'], ['/reload/'], ['/quit/'],
+    ['/api/'], ['/h2c/'], ['/slow/'], ['/arrive/'], ['/h2r/'], ['/reload/'],
+    ['/shutdown/'], ['/quit/'],
     ['/err/', 'error_page 502 = @named;'], ['@named'],
     ['/ssiapi/'], ['/ssirenapi/', 'dqe_oauth_refresh_ahead 50%;'],
 );
@@ -316,6 +317,41 @@ close $rd;
 is($st, 200, 'the new workers use it');
 like(counters(), Test::DQE::stats(token_requests => { POST => 1 }),
      'one token request across the reload');
+
+# worker_shutdown_timeout shorter than the token request: the old worker
+# closes its clients' connections at the timeout, but the token request
+# ends, and its token is kept for the new workers
+
+ok($ngx->reload(shutdown_timeout => '1s'), 'reload, shutdown timeout 1 s');
+counters();
+mock('/__mock/fault?delay=3&count=1');
+
+pipe($rd, $wr) or die $!;
+$kid = fork();
+die "fork: $!" unless defined $kid;
+
+if ($kid == 0) {
+    close $rd;
+    my ($s) = $ngx->get('/shutdown/a', 15);
+    syswrite $wr, "$s\n";
+    POSIX::_exit(0);
+}
+
+close $wr;
+sleep 0.5;
+ok($ngx->reload, 'reload while it is in flight: the old worker leaves');
+waitpid($kid, 0);
+is(scalar <$rd>, "0\n", 'its waiting client is closed at the timeout');
+close $rd;
+
+($st) = $ngx->get('/shutdown/b');
+is($st, 200, 'the new workers have a token');
+like(counters(), Test::DQE::stats(token_requests => { POST => 1 }),
+     'the one of the token request the old worker had in flight');
+unlike($ngx->log, qr/taking over|exited on signal/,
+       'no mark left behind, no worker crashed');
+
+ok($ngx->reload(shutdown_timeout => '30s'), 'reload, shutdown timeout 30 s');
 
 mock('/__mock/fault?delay=2&count=1');
 

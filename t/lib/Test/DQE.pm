@@ -202,14 +202,31 @@ sub burst {
 
     $path //= '/api/';
 
-    my $includes = join '', map { "<!--# include virtual=\"/fan/$_\" -->" }
-                            1 .. $n;
+    # nginx reads at most 4k per configuration token: pages of 50
+    # includes, included by /burst
 
-    return "    location = /burst {\n"
+    my ($conf, $top) = ('', '');
+
+    for (my $first = 1, my $page = 0; $first <= $n; $first += 50, $page++) {
+        my $last = $first + 49 > $n ? $n : $first + 49;
+
+        $conf .= "    location = /burst$page {\n"
+            . "        default_type text/html;\n"
+            . "        ssi on;\n"
+            . "        return 200 '"
+            . join('', map { "<!--# include virtual=\"/fan/$_\" -->" }
+                           $first .. $last)
+            . "';\n"
+            . "    }\n";
+
+        $top .= "<!--# include virtual=\"/burst$page\" -->";
+    }
+
+    return $conf
+        . "    location = /burst {\n"
         . "        default_type text/html;\n"
         . "        ssi on;\n"
-        . "        ssi_value_length 1024;\n"
-        . "        return 200 '$includes';\n"
+        . "        return 200 '$top';\n"
         . "    }\n"
         . "    location /fan/ {\n"
         . "        proxy_pass http://127.0.0.1:$ENV{TEST_NGINX_FAN_PORT}$path;\n"
@@ -310,6 +327,9 @@ sub fault {
 #   my ($st, $out) = $ngx->h2('/a', '/b');     # statuses, one HTTP/2 one
 #   $ngx->reload(http => ...);  $ngx->stop;  $ngx->log;
 #
+# start and reload also take shutdown_timeout (worker_shutdown_timeout,
+# default 30s); the options given once are kept for the next calls.
+#
 # master process on, daemon, the module loaded (unless static), the mock's
 # certificate trusted at http{} level, error_log at debug.
 
@@ -355,7 +375,7 @@ worker_processes @{[ $c->{workers} // 2 ]};
 daemon on;
 pid logs/nginx.pid;
 error_log logs/error.log debug;
-worker_shutdown_timeout 30s;
+worker_shutdown_timeout @{[ $c->{shutdown_timeout} // '30s' ]};
 
 events {
     worker_connections 1024;
