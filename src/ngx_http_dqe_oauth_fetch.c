@@ -389,37 +389,25 @@ static ngx_int_t
 ngx_http_dqe_oauth_refresh_body(ngx_http_dqe_oauth_fetch_t *fetch,
     ngx_http_dqe_oauth_claim_t *claim)
 {
-    u_char  *p;
-    size_t   len;
+    ngx_keyval_t  fields[3];
 
     if (claim->refresh.len == 0) {
         return NGX_OK;
     }
 
-    len = sizeof("access_token=&refresh_token=&scope=refresh_token") - 1
-          + claim->token.len + claim->refresh.len
-          + 2 * ngx_escape_uri(NULL, claim->token.data, claim->token.len,
-                               NGX_ESCAPE_URI_COMPONENT)
-          + 2 * ngx_escape_uri(NULL, claim->refresh.data, claim->refresh.len,
-                               NGX_ESCAPE_URI_COMPONENT);
+    ngx_str_set(&fields[0].key, "access_token");
+    fields[0].value = claim->token;
+    ngx_str_set(&fields[1].key, "refresh_token");
+    fields[1].value = claim->refresh;
+    ngx_str_set(&fields[2].key, "scope");
+    ngx_str_set(&fields[2].value, "refresh_token");
 
-    p = ngx_pnalloc(fetch->anchor->pool, len);
-    if (p == NULL) {
+    if (ngx_http_dqe_oauth_form(fetch->anchor->pool, fields, 3, &fetch->body)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    fetch->body.data = p;
-
-    p = ngx_cpymem(p, "access_token=", sizeof("access_token=") - 1);
-    p = (u_char *) ngx_escape_uri(p, claim->token.data, claim->token.len,
-                                  NGX_ESCAPE_URI_COMPONENT);
-    p = ngx_cpymem(p, "&refresh_token=", sizeof("&refresh_token=") - 1);
-    p = (u_char *) ngx_escape_uri(p, claim->refresh.data, claim->refresh.len,
-                                  NGX_ESCAPE_URI_COMPONENT);
-    p = ngx_cpymem(p, "&scope=refresh_token",
-                   sizeof("&scope=refresh_token") - 1);
-
-    fetch->body.len = p - fetch->body.data;
     fetch->refreshing = 1;
 
     return NGX_OK;

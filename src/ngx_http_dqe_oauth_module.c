@@ -437,35 +437,22 @@ static ngx_int_t
 ngx_http_dqe_oauth_cred_texts(ngx_conf_t *cf,
     ngx_http_dqe_oauth_loc_conf_t *conf, ngx_http_dqe_oauth_cred_t *cred)
 {
-    u_char  *p;
-    size_t   len;
+    u_char        *p;
+    size_t         len;
+    ngx_keyval_t   fields[3];
 
-    len = sizeof("client_id=&client_secret=&scope=") - 1
-          + conf->licence.len + conf->secret.len + conf->scope.len
-          + 2 * ngx_escape_uri(NULL, conf->licence.data, conf->licence.len,
-                               NGX_ESCAPE_URI_COMPONENT)
-          + 2 * ngx_escape_uri(NULL, conf->secret.data, conf->secret.len,
-                               NGX_ESCAPE_URI_COMPONENT);
+    ngx_str_set(&fields[0].key, "client_id");
+    fields[0].value = conf->licence;
+    ngx_str_set(&fields[1].key, "client_secret");
+    fields[1].value = conf->secret;
+    ngx_str_set(&fields[2].key, "scope");
+    fields[2].value = conf->scope;
 
-    p = ngx_pnalloc(cf->pool, len);
-    if (p == NULL) {
+    if (ngx_http_dqe_oauth_form(cf->pool, fields, 3, &cred->params)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    cred->params.data = p;
-
-    /* all but letters, digits and "-._~" is percent-encoded */
-
-    p = ngx_cpymem(p, "client_id=", sizeof("client_id=") - 1);
-    p = (u_char *) ngx_escape_uri(p, conf->licence.data, conf->licence.len,
-                                  NGX_ESCAPE_URI_COMPONENT);
-    p = ngx_cpymem(p, "&client_secret=", sizeof("&client_secret=") - 1);
-    p = (u_char *) ngx_escape_uri(p, conf->secret.data, conf->secret.len,
-                                  NGX_ESCAPE_URI_COMPONENT);
-    p = ngx_cpymem(p, "&scope=", sizeof("&scope=") - 1);
-    p = ngx_cpymem(p, conf->scope.data, conf->scope.len);
-
-    cred->params.len = p - cred->params.data;
 
     len = sizeof("server \"\", licence \"\", scope \"\"") - 1
           + conf->endpoint->url.len + conf->licence.len + conf->scope.len;

@@ -191,6 +191,8 @@ ngx_http_dqe_oauth_endpoint_t *ngx_http_dqe_oauth_add_endpoint(
 ngx_int_t ngx_http_dqe_oauth_init_endpoints(ngx_conf_t *cf);
 
 /* ngx_http_dqe_oauth_parse.c */
+ngx_int_t ngx_http_dqe_oauth_form(ngx_pool_t *pool, ngx_keyval_t *fields,
+    ngx_uint_t n, ngx_str_t *out);
 ngx_int_t ngx_http_dqe_oauth_parse_token(u_char *data, size_t len,
     ngx_http_dqe_oauth_token_t *tk);
 ngx_uint_t ngx_http_dqe_oauth_parse_error(u_char *data, size_t len);

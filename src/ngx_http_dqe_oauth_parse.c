@@ -2,10 +2,10 @@
 /*
  * Copyright (C) The ngx_http_dqe_oauth_module authors
  *
- * Reading DQE's replies: the token JSON, checked field by field before a
- * byte of it can reach a request header, and the error bodies, in
- * OAuth2's JSON form or anything else; and what each failure means, for
- * the one log line it gets.
+ * What is said to DQE and what it answers: the form of a token request;
+ * the token JSON, checked field by field before a byte of it can reach a
+ * request header; the error bodies, in OAuth2's JSON form or anything
+ * else; and what each failure means, for the one log line it gets.
  */
 
 
@@ -43,6 +43,54 @@ static ngx_http_dqe_oauth_error_name_t  ngx_http_dqe_oauth_errors[] = {
     { ngx_string("invalid_grant"), NGX_HTTP_DQE_OAUTH_ERR_INVALID_GRANT },
     { ngx_null_string, 0 }
 };
+
+
+/*
+ * An application/x-www-form-urlencoded body from n name/value pairs: the
+ * names as they are, in the values all but letters, digits and "-._~"
+ * percent-encoded.
+ */
+
+ngx_int_t
+ngx_http_dqe_oauth_form(ngx_pool_t *pool, ngx_keyval_t *fields, ngx_uint_t n,
+    ngx_str_t *out)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_uint_t   i;
+
+    len = 0;
+
+    for (i = 0; i < n; i++) {
+        len += sizeof("&=") - 1 + fields[i].key.len + fields[i].value.len
+               + 2 * ngx_escape_uri(NULL, fields[i].value.data,
+                                    fields[i].value.len,
+                                    NGX_ESCAPE_URI_COMPONENT);
+    }
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->data = p;
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *p++ = '&';
+        }
+
+        p = ngx_cpymem(p, fields[i].key.data, fields[i].key.len);
+        *p++ = '=';
+        p = (u_char *) ngx_escape_uri(p, fields[i].value.data,
+                                      fields[i].value.len,
+                                      NGX_ESCAPE_URI_COMPONENT);
+    }
+
+    out->len = p - out->data;
+
+    return NGX_OK;
+}
 
 
 /*

@@ -9,142 +9,62 @@ use warnings;
 
 use Test::More;
 use Test::DQE;
-use Cwd qw(getcwd);
-use File::Path qw(make_path remove_tree);
-use IO::Socket::INET;
-use Time::HiRes qw(sleep time alarm);
+use Time::HiRes qw(sleep time);
 
-my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
-my $root = getcwd() . '/t/servroot-lifecycle';
-my $port = Test::DQE::free_port();
-my ($dqe, $ctl, $ca) = @ENV{qw(TEST_NGINX_DQE_PORT
-    TEST_NGINX_DQE_CTL_PORT TEST_NGINX_DQE_CA)};
+my $ngx = Test::DQE::Nginx->new('lifecycle');
+my $root = $ngx->root;
+my $port = $ngx->port;
 
-sub write_conf {
+sub http {
     my ($scope) = @_;
 
-    open my $fh, '>', "$root/conf/nginx.conf" or die $!;
-    print $fh <<"CONF";
-$ENV{TEST_NGINX_DQE_LOAD}
-master_process on;
-worker_processes 2;
-daemon on;
-pid logs/nginx.pid;
-error_log logs/error.log debug;
-
-events {
-    worker_connections 1024;
-}
-
-http {
-    access_log off;
+    return <<"CONF";
     log_format soak '\$status \$dqe_oauth_status';
-    proxy_ssl_verify on;
-    proxy_ssl_trusted_certificate $ca;
 
     server {
         listen 127.0.0.1:$port reuseport;
 
         location /api/ {
-            dqe_oauth_server  127.0.0.1:$dqe;
+            dqe_oauth_server  127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};
             dqe_oauth_licence 123456;
             dqe_oauth_secret  s3cr3t-pass;
             dqe_oauth_scope   $scope;
-            proxy_pass https://127.0.0.1:$dqe;
+            proxy_pass https://127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};
         }
 
         location /soak/ {
-            dqe_oauth_server  127.0.0.1:$dqe;
+            dqe_oauth_server  127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};
             dqe_oauth_licence 123456;
             dqe_oauth_secret  s3cr3t-pass;
             dqe_oauth_scope   client_civility;
             access_log logs/soak.log soak;
-            proxy_pass https://127.0.0.1:$dqe;
+            proxy_pass https://127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};
         }
 
         location /abort/ {
-            dqe_oauth_server  127.0.0.1:$dqe;
+            dqe_oauth_server  127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};
             dqe_oauth_licence 123456;
             dqe_oauth_secret  s3cr3t-pass;
             dqe_oauth_scope   client_general;
-            proxy_pass https://127.0.0.1:$dqe;
+            proxy_pass https://127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};
         }
 
         location /phone/ {
-            dqe_oauth_server  127.0.0.1:$dqe;
+            dqe_oauth_server  127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};
             dqe_oauth_licence 123456;
             dqe_oauth_secret  s3cr3t-pass;
             dqe_oauth_scope   client_phone;
-            proxy_pass https://127.0.0.1:$dqe;
+            proxy_pass https://127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};
         }
     }
-}
 CONF
-    close $fh;
 }
 
-sub nginx {
-    my $pid = fork();
-    die "fork: $!" unless defined $pid;
+sub api { $ngx->get(@_) }
+sub mock { Test::DQE::mock(@_) }
+sub workers { $ngx->workers }
 
-    if ($pid == 0) {
-        open STDERR, '>', '/dev/null';
-        { exec $nginx, '-p', "$root/", '-c', "$root/conf/nginx.conf", @_ }
-        POSIX::_exit(127);
-    }
-
-    waitpid($pid, 0);
-
-    return $? == 0;
-}
-
-# one HTTP/1.0 GET; returns (status, body), status 0 on failure
-
-sub get {
-    my ($hostport, $path, $timeout) = @_;
-
-    my $s = IO::Socket::INET->new(PeerAddr => $hostport,
-                                  Timeout => $timeout || 15)
-        or return (0, "connect: $!");
-
-    print $s "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
-
-    my $resp = '';
-    eval {
-        local $SIG{ALRM} = sub { die "timeout\n" };
-        alarm($timeout || 15);
-        while (my $n = sysread($s, my $buf, 65536)) {
-            $resp .= $buf;
-        }
-        alarm 0;
-    };
-    close $s;
-
-    my ($status) = $resp =~ m{^HTTP/1\.\d (\d+)};
-    my ($body) = $resp =~ /\r\n\r\n(.*)\z/s;
-
-    return ($status || 0, $body // '');
-}
-
-sub api { get("127.0.0.1:$port", @_) }
-sub mock { (get("127.0.0.1:$ctl", @_))[1] }
-
-sub workers {
-    my $master = `cat $root/logs/nginx.pid`;
-    chomp $master;
-    my @pids = split ' ', `pgrep -P $master`;
-    return @pids;
-}
-
-remove_tree($root);
-make_path("$root/conf", "$root/logs");
-write_conf('client_address');
-
-ok(nginx(), 'nginx starts');
-
-END {
-    nginx('-s', 'stop') if -f "$root/logs/nginx.pid";
-}
+ok($ngx->start(http => http('client_address')), 'nginx starts');
 
 # --- reload under load keeps the cached token ---------------------------
 
@@ -175,7 +95,7 @@ for my $k (1 .. 4) {
 }
 
 sleep 0.8;
-ok(nginx('-s', 'reload'), 'reload during the load');
+ok($ngx->run('-s', 'reload'), 'reload during the load');
 waitpid($_, 0) for @kids;
 
 my %count;
@@ -201,8 +121,7 @@ like(mock('/__mock/stats?reset=counters'),
 
 # --- a changed scope after a reload gets its own key -----------------------
 
-write_conf('client_email');
-ok(nginx('-s', 'reload'), 'reload with another scope');
+ok($ngx->reload(http => http('client_email')), 'reload with another scope');
 
 my $ok = 0;
 for (1 .. 50) {
@@ -263,7 +182,7 @@ like(mock('/__mock/stats?reset=counters'),
      qr/"token_requests":\{"GET":0,"POST":2\}/,
      'two token requests: the killed one and the take-over');
 
-my $log = do { local (@ARGV, $/) = "$root/logs/error.log"; <> };
+my $log = $ngx->log;
 like($log, qr/\[warn\] .*dqe_oauth: taking over the token request for .*scope "client_phone" left unfinished by process $fetcher\b/,
      'the take-over is logged');
 unlike($log, qr/s3cr3t/, 'no secret in the debug log');
@@ -280,7 +199,7 @@ sleep 0.3;
 ($status) = api('/abort/second', 10);
 is($status, 200, 'the next request gets the token of that fetch');
 
-$log = do { local (@ARGV, $/) = "$root/logs/error.log"; <> };
+$log = $ngx->log;
 unlike($log, qr/\[error\] .*no token for .*scope "client_general"/,
        'the abort is not taken for a failure of DQE');
 like(mock('/__mock/stats?reset=counters'),

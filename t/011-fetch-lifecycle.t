@@ -206,27 +206,7 @@ like(counters(), Test::DQE::stats(token_requests => { POST => 1 },
 mock('/__mock/config?ttl=2');
 mock('/__mock/fault?delay=1.7&count=1');
 
-my @kids;
-pipe(my $rd, my $wr) or die $!;
-
-for my $k (1 .. 6) {
-    my $pid = fork();
-    die "fork: $!" unless defined $pid;
-
-    if ($pid == 0) {
-        close $rd;
-        my ($s) = $ngx->get("/arrive/$k", 15);
-        syswrite $wr, "$s\n";
-        POSIX::_exit(0);
-    }
-
-    push @kids, $pid;
-}
-
-close $wr;
-waitpid($_, 0) for @kids;
-my @st = sort map { chomp; $_ } <$rd>;
-close $rd;
+my @st = sort map { $_->() } map { $ngx->get_later("/arrive/$_", 15) } 1 .. 6;
 
 is_deeply(\@st, [(200) x 6],
           '6 cold requests for a token that expires on arrival: all 200');
@@ -295,23 +275,11 @@ mock('/__mock/config?ttl=300');
 
 mock('/__mock/fault?delay=2&count=1');
 
-pipe($rd, $wr) or die $!;
-my $kid = fork();
-die "fork: $!" unless defined $kid;
+my $later = $ngx->get_later('/reload/a', 15);
 
-if ($kid == 0) {
-    close $rd;
-    my ($s) = $ngx->get('/reload/a', 15);
-    syswrite $wr, "$s\n";
-    POSIX::_exit(0);
-}
-
-close $wr;
 sleep 0.5;
 ok($ngx->reload, 'reload while a token request is in flight');
-waitpid($kid, 0);
-is(scalar <$rd>, "200\n", 'the request that waited got its token');
-close $rd;
+is($later->(), 200, 'the request that waited got its token');
 
 ($st) = $ngx->get('/reload/b');
 is($st, 200, 'the new workers use it');
@@ -326,23 +294,11 @@ ok($ngx->reload(shutdown_timeout => '1s'), 'reload, shutdown timeout 1 s');
 counters();
 mock('/__mock/fault?delay=3&count=1');
 
-pipe($rd, $wr) or die $!;
-$kid = fork();
-die "fork: $!" unless defined $kid;
+$later = $ngx->get_later('/shutdown/a', 15);
 
-if ($kid == 0) {
-    close $rd;
-    my ($s) = $ngx->get('/shutdown/a', 15);
-    syswrite $wr, "$s\n";
-    POSIX::_exit(0);
-}
-
-close $wr;
 sleep 0.5;
 ok($ngx->reload, 'reload while it is in flight: the old worker leaves');
-waitpid($kid, 0);
-is(scalar <$rd>, "0\n", 'its waiting client is closed at the timeout');
-close $rd;
+is($later->(), 0, 'its waiting client is closed at the timeout');
 
 ($st) = $ngx->get('/shutdown/b');
 is($st, 200, 'the new workers have a token');
@@ -355,24 +311,12 @@ ok($ngx->reload(shutdown_timeout => '30s'), 'reload, shutdown timeout 30 s');
 
 mock('/__mock/fault?delay=2&count=1');
 
-pipe($rd, $wr) or die $!;
-$kid = fork();
-die "fork: $!" unless defined $kid;
+$later = $ngx->get_later('/quit/a', 15);
 
-if ($kid == 0) {
-    close $rd;
-    my ($s) = $ngx->get('/quit/a', 15);
-    syswrite $wr, "$s\n";
-    POSIX::_exit(0);
-}
-
-close $wr;
 sleep 0.5;
 ok($ngx->stop, 'nginx -s quit while a token request is in flight: '
                . 'the master exits');
-waitpid($kid, 0);
-is(scalar <$rd>, "200\n", 'the request that waited got its token first');
-close $rd;
+is($later->(), 200, 'the request that waited got its token first');
 
 # --- the whole log ----------------------------------------------------------
 

@@ -529,6 +529,35 @@ sub get {
     return ($status || 0, $body // '');
 }
 
+# the same GET in a child process, while the script goes on: a handle,
+# called to wait for the child and get the status
+
+sub get_later {
+    my ($self, $path, $timeout) = @_;
+
+    pipe(my $rd, my $wr) or die "pipe: $!";
+
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        close $rd;
+        my ($status) = $self->get($path, $timeout);
+        syswrite $wr, "$status\n";
+        POSIX::_exit(0);
+    }
+
+    close $wr;
+
+    return sub {
+        waitpid($pid, 0);
+        my $status = <$rd>;
+        close $rd;
+        chomp $status if defined $status;
+        return $status // 0;
+    };
+}
+
 # requests one after the other on one HTTP/1.1 keep-alive connection:
 # a list of [status, body, headers]; [0, why] for a request that got no
 # complete answer within the timeout (a hung connection), and none after
