@@ -203,8 +203,10 @@ like(counters(), Test::DQE::stats(token_requests => { POST => 1 },
 
 # --- waiters of a token that expires on arrival --------------------------
 
-mock('/__mock/config?ttl=2');
-mock('/__mock/fault?delay=1.7&count=1');
+# 3 s tokens, a 0.75 s margin: the cutoff (2.25 s) is past on arrival
+# (2.5 s), DQE's expiry (3 s) is not
+mock('/__mock/config?ttl=3');
+mock('/__mock/fault?delay=2.5&count=1');
 
 my @st = sort map { $_->() } map { $ngx->get_later("/arrive/$_", 15) } 1 .. 6;
 
