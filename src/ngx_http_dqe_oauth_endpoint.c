@@ -42,9 +42,11 @@ static ngx_int_t ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
 
 
 /*
- * The secret goes only to a server whose certificate checks out (the
- * trusted certificates are inherited: without them "nginx -t" fails);
- * the request runs to its end whatever the clients do; no reply header
+ * The secret goes only to a server whose certificate checks out: for
+ * https, proxy_ssl_verify must be on where the location inherits from
+ * (checked after the merge, not forced here: a location that sets none of
+ * the proxy_ssl_* that shape a TLS context shares its parent's, since
+ * nginx 1.23.1); the request runs to its end whatever the clients do; no reply header
  * makes nginx act (redirect, cache, rate, buffering, charset, cookies);
  * the reply is read into memory (bounded); nothing is cached, stored or
  * logged.
@@ -78,7 +80,7 @@ ngx_http_dqe_oauth_add_endpoint(ngx_conf_t *cf, ngx_str_t *url)
 {
     void                            **parent;
     ngx_str_t                         text;
-    ngx_uint_t                        i, https;
+    ngx_uint_t                        i;
     ngx_http_conf_ctx_t              *ctx, *pctx;
     ngx_http_core_srv_conf_t         *cscf;
     ngx_http_dqe_oauth_endpoint_t    *ep, **epp;
@@ -127,22 +129,15 @@ ngx_http_dqe_oauth_add_endpoint(ngx_conf_t *cf, ngx_str_t *url)
     ep->ctx = ctx;
 
     text.len = sizeof("proxy_pass " NGX_HTTP_DQE_OAUTH_TOKEN_PATH ";") - 1
-               + url->len + sizeof("proxy_ssl_verify on;") - 1
-               + sizeof(ngx_http_dqe_oauth_directives) - 1;
+               + url->len + sizeof(ngx_http_dqe_oauth_directives) - 1;
     text.data = ngx_pnalloc(cf->pool, text.len);
     if (text.data == NULL) {
         return NULL;
     }
 
-    https = (url->len > 8
-             && ngx_strncmp(url->data, "https://", sizeof("https://") - 1)
-                == 0);
-
     text.len = ngx_snprintf(text.data, text.len,
                             "proxy_pass %V" NGX_HTTP_DQE_OAUTH_TOKEN_PATH ";"
-                            "%s%s", url,
-                            https ? "proxy_ssl_verify on;" : "",
-                            ngx_http_dqe_oauth_directives)
+                            "%s", url, ngx_http_dqe_oauth_directives)
                - text.data;
 
     if (ngx_http_dqe_oauth_parse_text(cf, ctx, &text) != NGX_CONF_OK) {
@@ -362,6 +357,22 @@ ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
                       rv == NGX_CONF_ERROR ? "see the line before" : rv);
         return NGX_ERROR;
     }
+
+#if (NGX_HTTP_SSL)
+
+    if (ucf && ucf->ssl && !ucf->ssl_verify) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "dqe_oauth: the token requests to \"%V\" would not "
+                      "verify the server's certificate, and they carry the "
+                      "secret: write \"proxy_ssl_verify on;\" and "
+                      "\"proxy_ssl_trusted_certificate\" in the server{} "
+                      "or http{} where dqe_oauth_server is written (token "
+                      "requests take their proxy_* settings from there)",
+                      &ep->url);
+        return NGX_ERROR;
+    }
+
+#endif
 
     if (ucf) {
         ep->timeout = ucf->connect_timeout + ucf->send_timeout

@@ -143,9 +143,29 @@ Authorization: Bearer client-own
 
 
 
-=== TEST 6: token server in http{}, trusted certificate only in server{}: nginx -t fails
+=== TEST 6: token server in http{}, verification only in server{}: nginx -t fails
 --- http_config
     proxy_ssl_server_name on;
+    dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
+--- config
+    proxy_ssl_verify on;
+    proxy_ssl_trusted_certificate $TEST_NGINX_DQE_CA;
+
+    location /api/ {
+        dqe_oauth_licence 123456;
+        dqe_oauth_secret  s3cr3t-pass;
+        dqe_oauth_scope   client_address;
+        proxy_pass https://127.0.0.1:$TEST_NGINX_DQE_PORT;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*dqe_oauth: the token requests to "https:\/\/127.0.0.1:\d+" would not verify the server's certificate, and they carry the secret: write "proxy_ssl_verify on;" and "proxy_ssl_trusted_certificate" in the server\{\} or http\{\} where dqe_oauth_server is written/
+
+
+
+=== TEST 7: verification in http{}, trusted certificate only in server{}: nginx -t fails
+--- http_config
+    proxy_ssl_verify on;
     dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
 --- config
     proxy_ssl_trusted_certificate $TEST_NGINX_DQE_CA;
@@ -163,7 +183,25 @@ Authorization: Bearer client-own
 
 
 
-=== TEST 7: a server value that would extend the proxy_pass is refused
+=== TEST 8: plain http token server: no verification needed
+--- http_config
+    proxy_ssl_server_name on;
+    dqe_oauth_server  http://127.0.0.1:$TEST_NGINX_DQE_CTL_PORT;
+--- config
+    location /api/ {
+        dqe_oauth_licence 123456;
+        dqe_oauth_secret  s3cr3t-pass;
+        dqe_oauth_scope   client_address;
+        return 200 "configured\n";
+    }
+--- request
+GET /api/x
+--- response_body
+configured
+
+
+
+=== TEST 9: a server value that would extend the proxy_pass is refused
 --- config
     location /api/ {
         dqe_oauth_server  "127.0.0.1 proxy_set_body x";

@@ -4,8 +4,9 @@
 #
 #   t/build.sh static  [SRC] OUT    nginx with the module compiled in
 #                                   (./configure --add-module): OUT/nginx
-#   t/build.sh dynamic [SRC] OUT    the module alone (--add-dynamic-module,
-#                                   make modules): OUT/ngx_http_dqe_oauth_module.so
+#   t/build.sh dynamic [SRC] OUT    nginx and the module beside it
+#                                   (--add-dynamic-module): OUT/nginx and
+#                                   OUT/ngx_http_dqe_oauth_module.so
 #
 # SRC: an nginx source directory or release tarball.  Without it, Debian's
 # own source of the installed nginx: "apt-get source --download-only nginx"
@@ -118,7 +119,7 @@ fi
 
 case "$mode" in
     static)  add=--add-module=$top ;         target=binary ;;
-    dynamic) add=--add-dynamic-module=$top ; target=modules ;;
+    dynamic) add=--add-dynamic-module=$top ; target=build ;;
     *) echo "usage: t/build.sh static|dynamic [SRC] OUT" >&2; exit 2 ;;
 esac
 
@@ -136,11 +137,11 @@ make -f "$out/objs/Makefile" -j"$(nproc)" "$target" >"$out/make.log" 2>&1 || {
     exit 1
 }
 
-if [ "$mode" = static ]; then
-    cp "$out/objs/nginx" "$out/nginx"
-    "$out/nginx" -V 2>&1 | head -1
-    echo "built $out/nginx"
-else
+cp "$out/objs/nginx" "$out/nginx"
+"$out/nginx" -V 2>&1 | head -1
+echo "built $out/nginx"
+
+if [ "$mode" = dynamic ]; then
     cp "$out/objs/ngx_http_dqe_oauth_module.so" "$out/"
     echo "built $out/ngx_http_dqe_oauth_module.so"
 fi
