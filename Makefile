@@ -69,6 +69,7 @@ stop:
 	@bash t/run.sh stop
 
 test: deps $(MODULE)
+	bash t/unit/run.sh
 	TEST_NGINX_BINARY=$(NGINX) DQE_MODULE=$(MODULE) \
 	    bash t/prove.sh
 

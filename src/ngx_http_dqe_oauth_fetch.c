@@ -46,8 +46,7 @@ typedef struct {
     ngx_str_t                       body;       /* the refresh grant's */
     ngx_http_dqe_oauth_token_t      tk;         /* the reply's, if good */
 
-    ngx_uint_t                      error;
-    ngx_uint_t                      status;     /* DQE's, or 0 */
+    ngx_http_dqe_oauth_failure_t    failure;    /* error OK: none */
     size_t                          received;   /* reply bytes */
 
     unsigned                        refreshing:1;
@@ -80,8 +79,10 @@ static ngx_int_t ngx_http_dqe_oauth_done(ngx_http_request_t *sr, void *data,
     ngx_int_t rc);
 static ngx_uint_t ngx_http_dqe_oauth_classify(ngx_http_request_t *sr,
     ngx_http_dqe_oauth_fetch_t *fetch, ngx_int_t rc);
+static ngx_msec_t ngx_http_dqe_oauth_retry_after(ngx_http_request_t *sr);
 static void ngx_http_dqe_oauth_next(ngx_http_request_t *r);
 static void ngx_http_dqe_oauth_outcome(ngx_http_dqe_oauth_fetch_t *fetch);
+static void ngx_http_dqe_oauth_store(ngx_http_dqe_oauth_fetch_t *fetch);
 static void ngx_http_dqe_oauth_failed(ngx_http_dqe_oauth_fetch_t *fetch);
 static void ngx_http_dqe_oauth_end(ngx_http_dqe_oauth_fetch_t *fetch);
 static void ngx_http_dqe_oauth_cleanup(void *data);
@@ -114,8 +115,9 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t why,
     ngx_int_t                    rc;
     ngx_msec_t                   retry;
     ngx_connection_t            *c;
-    ngx_http_dqe_oauth_claim_t   claim;
-    ngx_http_dqe_oauth_fetch_t  *fetch;
+    ngx_http_dqe_oauth_claim_t     claim;
+    ngx_http_dqe_oauth_fetch_t    *fetch;
+    ngx_http_dqe_oauth_failure_t   failure;
 
     ngx_memzero(&claim, sizeof(ngx_http_dqe_oauth_claim_t));
 
@@ -143,9 +145,10 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t why,
     fetch = ngx_http_dqe_oauth_anchor(cred, &claim, why);
 
     if (fetch == NULL) {
-        (void) ngx_http_dqe_oauth_zone_fail(cred, &claim,
-                                            NGX_HTTP_DQE_OAUTH_ERR_INTERNAL,
-                                            0, &retry);
+        ngx_memzero(&failure, sizeof(ngx_http_dqe_oauth_failure_t));
+        failure.error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
+
+        (void) ngx_http_dqe_oauth_zone_fail(cred, &claim, &failure, &retry);
 
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "dqe_oauth: could not start a token request for %V: "
@@ -164,7 +167,7 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t why,
                    &cred->label);
 
     if (ngx_http_dqe_oauth_send(fetch) != NGX_OK) {
-        fetch->error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
+        fetch->failure.error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
         ngx_http_dqe_oauth_outcome(fetch);
         ngx_http_dqe_oauth_end(fetch);
         return NGX_ERROR;
@@ -482,8 +485,7 @@ ngx_http_dqe_oauth_send(ngx_http_dqe_oauth_fetch_t *fetch)
     fetch->too_big = 0;
     fetch->complete = 0;
     fetch->received = 0;
-    fetch->error = NGX_HTTP_DQE_OAUTH_OK;
-    fetch->status = 0;
+    ngx_memzero(&fetch->failure, sizeof(ngx_http_dqe_oauth_failure_t));
 
     if (fetch->refreshing) {
         args = NULL;
@@ -719,7 +721,7 @@ ngx_http_dqe_oauth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
     }
 
     fetch->done = 1;
-    fetch->error = ngx_http_dqe_oauth_classify(sr, fetch, rc);
+    fetch->failure.error = ngx_http_dqe_oauth_classify(sr, fetch, rc);
 
     return NGX_OK;
 }
@@ -773,7 +775,7 @@ ngx_http_dqe_oauth_classify(ngx_http_request_t *sr,
         }
     }
 
-    fetch->status = status;
+    fetch->failure.status = status;
 
     if (status == NGX_HTTP_OK) {
         prc = ngx_http_dqe_oauth_parse_token(data, len, &fetch->tk);
@@ -786,6 +788,16 @@ ngx_http_dqe_oauth_classify(ngx_http_request_t *sr,
                                      : fetch->tk.error;
     }
 
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS
+        || status == NGX_HTTP_SERVICE_UNAVAILABLE)
+    {
+        fetch->failure.retry_after = ngx_http_dqe_oauth_retry_after(sr);
+    }
+
+    if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        return NGX_HTTP_DQE_OAUTH_ERR_RATE_LIMITED;
+    }
+
     if (status >= 400 && status < 500) {
         error = ngx_http_dqe_oauth_parse_error(data, len);
 
@@ -795,6 +807,59 @@ ngx_http_dqe_oauth_classify(ngx_http_request_t *sr,
 
     return (status >= 500) ? NGX_HTTP_DQE_OAUTH_ERR_SERVER
                            : NGX_HTTP_DQE_OAUTH_ERR_REJECTED;
+}
+
+
+/* DQE's Retry-After, seconds or an HTTP date, in ms up to the longest backoff */
+
+static ngx_msec_t
+ngx_http_dqe_oauth_retry_after(ngx_http_request_t *sr)
+{
+    time_t            t;
+    ngx_int_t         n;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &sr->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0
+            || h[i].key.len != sizeof("Retry-After") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Retry-After",
+                               sizeof("Retry-After") - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        n = ngx_atoi(h[i].value.data, h[i].value.len);
+
+        if (n == NGX_ERROR) {
+            t = ngx_parse_http_time(h[i].value.data, h[i].value.len);
+            n = (t == NGX_ERROR) ? 0 : t - ngx_time();
+        }
+
+        if (n <= 0) {
+            return 0;
+        }
+
+        n = ngx_min(n, NGX_HTTP_DQE_OAUTH_BACKOFF_MAX / 1000);
+
+        return (ngx_msec_t) n * 1000;
+    }
 }
 
 
@@ -812,12 +877,12 @@ ngx_http_dqe_oauth_next(ngx_http_request_t *r)
         return;
     }
 
-    if (fetch->refreshing && fetch->status >= 400 && fetch->status < 500) {
+    if (fetch->refreshing && fetch->failure.status >= 400 && fetch->failure.status < 500) {
 
         /* DQE refused the refresh token: the licence and secret, at once */
 
-        p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), fetch->error,
-                                     fetch->status);
+        p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), fetch->failure.error,
+                                     fetch->failure.status);
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "dqe_oauth: DQE refused the refresh token for %V (%*s); "
@@ -831,7 +896,7 @@ ngx_http_dqe_oauth_next(ngx_http_request_t *r)
             return;
         }
 
-        fetch->error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
+        fetch->failure.error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
     }
 
     ngx_http_dqe_oauth_outcome(fetch);
@@ -846,19 +911,48 @@ ngx_http_dqe_oauth_outcome(ngx_http_dqe_oauth_fetch_t *fetch)
 {
     fetch->ended = 1;
 
-    if (fetch->error != NGX_HTTP_DQE_OAUTH_OK) {
-        ngx_http_dqe_oauth_failed(fetch);
+    if (fetch->failure.error == NGX_HTTP_DQE_OAUTH_OK) {
+        ngx_http_dqe_oauth_store(fetch);
 
-    } else if (ngx_http_dqe_oauth_zone_store(fetch->cred, &fetch->claim,
-                                             &fetch->tk)
-               != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ALERT, fetch->anchor->connection->log, 0,
-                      "dqe_oauth: no room in the zone to keep the token "
-                      "for %V; enlarge dqe_oauth_zone", &fetch->cred->label);
+    } else {
+        ngx_http_dqe_oauth_failed(fetch);
     }
 
     ngx_http_dqe_oauth_wake(fetch->cred);
+}
+
+
+static void
+ngx_http_dqe_oauth_store(ngx_http_dqe_oauth_fetch_t *fetch)
+{
+    ngx_log_t                   *log;
+    ngx_http_dqe_oauth_cred_t   *cred;
+    ngx_http_dqe_oauth_times_t   t;
+
+    cred = fetch->cred;
+    log = fetch->anchor->connection->log;
+
+    ngx_http_dqe_oauth_token_times(fetch->claim.start, fetch->tk.expires_in,
+                                   cred->expiry_margin, cred->refresh_ahead,
+                                   cred->refresh_ahead_pct, &t);
+
+    if (t.clamped && !cred->warned) {
+        cred->warned = 1;
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "dqe_oauth: dqe_oauth_refresh_ahead for %V is more "
+                      "than half of the token's lifetime less the expiry "
+                      "margin (DQE gives %ui s): renewals start halfway "
+                      "through it", &cred->label, fetch->tk.expires_in);
+    }
+
+    if (ngx_http_dqe_oauth_zone_store(cred, &fetch->claim, &fetch->tk, &t)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "dqe_oauth: no room in the zone to keep the token "
+                      "for %V; enlarge dqe_oauth_zone", &cred->label);
+    }
 }
 
 
@@ -877,15 +971,15 @@ ngx_http_dqe_oauth_failed(ngx_http_dqe_oauth_fetch_t *fetch)
 
     cred = fetch->cred;
 
-    rc = ngx_http_dqe_oauth_zone_fail(cred, &fetch->claim, fetch->error,
-                                      fetch->status, &retry);
+    rc = ngx_http_dqe_oauth_zone_fail(cred, &fetch->claim, &fetch->failure,
+                                      &retry);
 
     if (rc == NGX_BUSY || fetch->why == NGX_HTTP_DQE_OAUTH_COLD) {
         return;
     }
 
-    p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), fetch->error,
-                                 fetch->status);
+    p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), fetch->failure.error,
+                                 fetch->failure.status);
 
     ngx_log_error(NGX_LOG_WARN, fetch->anchor->connection->log, 0,
                   "dqe_oauth: %s token for %V failed: %*s; %s, "
@@ -929,7 +1023,7 @@ ngx_http_dqe_oauth_cleanup(void *data)
     }
 
     if (!fetch->done) {
-        fetch->error = NGX_HTTP_DQE_OAUTH_ERR_BROKEN;
+        fetch->failure.error = NGX_HTTP_DQE_OAUTH_ERR_BROKEN;
     }
 
     ngx_http_dqe_oauth_outcome(fetch);

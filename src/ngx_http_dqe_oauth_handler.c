@@ -196,6 +196,7 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
 
         if (rc == NGX_ERROR) {
             view.error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
+            view.log = 1;
             return ngx_http_dqe_oauth_fail(r, ctx, &view);
         }
 
@@ -395,39 +396,48 @@ ngx_http_dqe_oauth_wait_handler(ngx_event_t *ev)
 }
 
 
-/* one error line that says what went wrong and what to check */
+/*
+ * One error line that says what went wrong and what to check; for a
+ * credential set, at most one a second (the zone says which), with the
+ * count of those left out meanwhile; those at debug level
+ */
 
 static ngx_int_t
 ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
     ngx_http_dqe_oauth_view_t *view)
 {
-    u_char                         *p, buf[NGX_MAX_ERROR_STR];
+    u_char                         *p, *last, buf[NGX_MAX_ERROR_STR];
     char                           *action;
     ngx_log_t                      *log;
+    ngx_uint_t                      level;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
     ctx->done = 1;
     ngx_str_set(&ctx->outcome, "ERROR");
 
-    p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), view->error,
-                                 view->status);
+    last = buf + sizeof(buf);
+
+    p = ngx_http_dqe_oauth_cause(buf, last, view->error, view->status);
+
+    if (view->retry_in) {
+        p = ngx_slprintf(p, last, "; next token request in %M ms",
+                         view->retry_in);
+    }
+
+    if (view->unlogged) {
+        p = ngx_slprintf(p, last, "; %ui more refused since the last line",
+                         view->unlogged);
+    }
 
     log = r->connection->log;
+    level = view->log ? NGX_LOG_ERR : NGX_LOG_DEBUG;
 
     /* not an action left by an earlier step of this request */
     action = log->action;
     log->action = NULL;
 
-    if (view->retry_in) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "dqe_oauth: no token for %V: %*s; next token request "
-                      "in %M ms", &ctx->cred->label, p - buf, buf,
-                      view->retry_in);
-
-    } else {
-        ngx_log_error(NGX_LOG_ERR, log, 0, "dqe_oauth: no token for %V: %*s",
-                      &ctx->cred->label, p - buf, buf);
-    }
+    ngx_log_error(level, log, 0, "dqe_oauth: no token for %V: %*s",
+                  &ctx->cred->label, p - buf, buf);
 
     log->action = action;
 
@@ -439,7 +449,8 @@ ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
 
 /*
  * The API answered 401 to a request that carried our token: that token
- * is dropped if it is still the cached one.  The 401 goes to the client.
+ * is dropped if it is still the cached one, at most once each 10 s per
+ * credential set (dqe_oauth_purge_on_401).  The 401 goes to the client.
  */
 
 static ngx_int_t
@@ -457,7 +468,7 @@ ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
 
-    if (conf->cred == NULL) {
+    if (conf->cred == NULL || !conf->cred->purge) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -467,11 +478,24 @@ ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
         token.data = h->value.data + sizeof("Bearer ") - 1;
         token.len = h->value.len - (sizeof("Bearer ") - 1);
 
-        if (ngx_http_dqe_oauth_zone_purge(conf->cred, &token) == NGX_OK) {
+        switch (ngx_http_dqe_oauth_zone_purge(conf->cred, &token)) {
+
+        case NGX_OK:
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "dqe_oauth: the API refused the token for %V "
                           "(401): it is dropped, the next request gets a "
                           "new one", &conf->cred->label);
+            break;
+
+        case NGX_BUSY:
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "dqe_oauth: 401 for %V, a token was dropped less "
+                           "than 10 s ago: this one is kept",
+                           &conf->cred->label);
+            break;
+
+        default:
+            break;
         }
     }
 

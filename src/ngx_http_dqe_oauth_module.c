@@ -126,6 +126,13 @@ static ngx_command_t  ngx_http_dqe_oauth_commands[] = {
       offsetof(ngx_http_dqe_oauth_loc_conf_t, keep_warm),
       NULL },
 
+    { ngx_string("dqe_oauth_purge_on_401"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, purge),
+      NULL },
+
     { ngx_string("dqe_oauth_error_status"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_dqe_oauth_set_status,
@@ -236,6 +243,7 @@ ngx_http_dqe_oauth_create_loc_conf(ngx_conf_t *cf)
     conf->refresh_ahead_pct = NGX_CONF_UNSET_UINT;
     conf->refresh_token = NGX_CONF_UNSET;
     conf->keep_warm = NGX_CONF_UNSET;
+    conf->purge = NGX_CONF_UNSET;
     conf->error_status = NGX_CONF_UNSET_UINT;
 
     return conf;
@@ -283,6 +291,7 @@ ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_BAD_GATEWAY);
     ngx_conf_merge_value(conf->refresh_token, prev->refresh_token, 1);
     ngx_conf_merge_value(conf->keep_warm, prev->keep_warm, 0);
+    ngx_conf_merge_value(conf->purge, prev->purge, 1);
 
     /* the two fields of dqe_oauth_refresh_ahead are set together */
 
@@ -382,6 +391,7 @@ ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
     cred->refresh_ahead_pct = conf->refresh_ahead_pct;
     cred->refresh_token = conf->refresh_token;
     cred->keep_warm = conf->keep_warm;
+    cred->purge = conf->purge;
 
     /* the key: endpoint, licence, scope and secret, NUL-separated */
 
@@ -408,7 +418,8 @@ ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
             && credp[i]->refresh_ahead == cred->refresh_ahead
             && credp[i]->refresh_ahead_pct == cred->refresh_ahead_pct
             && credp[i]->refresh_token == cred->refresh_token
-            && credp[i]->keep_warm == cred->keep_warm)
+            && credp[i]->keep_warm == cred->keep_warm
+            && credp[i]->purge == cred->purge)
         {
             return credp[i];
         }

@@ -12,9 +12,11 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_dqe_oauth_time.h"
+
 
 /* bump whenever the layout of the shared zone changes */
-#define NGX_HTTP_DQE_OAUTH_ZONE_VERSION    2
+#define NGX_HTTP_DQE_OAUTH_ZONE_VERSION    3
 #define NGX_HTTP_DQE_OAUTH_ZONE_MAGIC      0x44514531  /* "DQE1" */
 
 #define NGX_HTTP_DQE_OAUTH_DIGEST_LEN      20          /* SHA-1 */
@@ -23,7 +25,6 @@
 #define NGX_HTTP_DQE_OAUTH_LOCATION        "/_dqe_oauth_token"
 #define NGX_HTTP_DQE_OAUTH_RESPONSE_MAX    16384
 #define NGX_HTTP_DQE_OAUTH_RESPONSE_TEXT   "16k"
-#define NGX_HTTP_DQE_OAUTH_REFRESH_LIFE    600000      /* DQE: 10 min */
 
 #define NGX_HTTP_DQE_OAUTH_METHOD_POST     0
 #define NGX_HTTP_DQE_OAUTH_METHOD_GET      1
@@ -40,6 +41,7 @@ typedef enum {
     NGX_HTTP_DQE_OAUTH_ERR_INVALID_GRANT,
     NGX_HTTP_DQE_OAUTH_ERR_REJECTED,
     NGX_HTTP_DQE_OAUTH_ERR_SERVER,
+    NGX_HTTP_DQE_OAUTH_ERR_RATE_LIMITED,
     NGX_HTTP_DQE_OAUTH_ERR_TIMEOUT,
     NGX_HTTP_DQE_OAUTH_ERR_CONNECT,
     NGX_HTTP_DQE_OAUTH_ERR_BROKEN,
@@ -96,8 +98,10 @@ typedef struct {
     ngx_uint_t                      refresh_ahead_pct;
     ngx_flag_t                      refresh_token;
     ngx_flag_t                      keep_warm;
+    ngx_flag_t                      purge;      /* on a 401 */
 
     ngx_queue_t                     waiters;    /* this worker's requests */
+    unsigned                        warned:1;   /* of a clamped renewal */
 } ngx_http_dqe_oauth_cred_t;
 
 
@@ -113,6 +117,7 @@ typedef struct {
     ngx_uint_t                      refresh_ahead_pct;
     ngx_flag_t                      refresh_token;
     ngx_flag_t                      keep_warm;
+    ngx_flag_t                      purge;
     ngx_uint_t                      error_status;
 
     ngx_http_dqe_oauth_endpoint_t  *endpoint;
@@ -140,8 +145,19 @@ typedef struct {
     ngx_uint_t                      error;      /* of the last failure */
     ngx_uint_t                      status;
     ngx_msec_t                      retry_in;   /* backoff left */
+    ngx_uint_t                      unlogged;   /* failures not logged */
     unsigned                        renew:1;    /* a renewal is due */
+    unsigned                        log:1;      /* this one is */
 } ngx_http_dqe_oauth_view_t;
+
+
+/* a fetch's failure */
+
+typedef struct {
+    ngx_uint_t                      error;
+    ngx_uint_t                      status;     /* DQE's, or 0 */
+    ngx_msec_t                      retry_after; /* DQE's, or 0 */
+} ngx_http_dqe_oauth_failure_t;
 
 
 /* a token fetch's claim on its entry, and what it needs to send */
@@ -173,9 +189,10 @@ ngx_int_t ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
 ngx_int_t ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
     ngx_uint_t why, ngx_http_dqe_oauth_claim_t *claim, ngx_msec_t *next);
 ngx_int_t ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_token_t *tk);
+    ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_token_t *tk,
+    ngx_http_dqe_oauth_times_t *t);
 ngx_int_t ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_http_dqe_oauth_claim_t *claim, ngx_uint_t error, ngx_uint_t status,
+    ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_failure_t *f,
     ngx_msec_t *retry);
 ngx_int_t ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
     ngx_str_t *token);

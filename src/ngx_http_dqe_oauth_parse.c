@@ -368,6 +368,10 @@ static const char  *ngx_http_dqe_oauth_causes[] = {
     "DQE answered %ui (a server error; DQE also answers 500 to an "
     "unknown parameter name): check dqe_oauth_server and DQE's status",
 
+    /* NGX_HTTP_DQE_OAUTH_ERR_RATE_LIMITED */
+    "DQE answered %ui (too many requests): token requests wait for its "
+    "Retry-After, up to 5 minutes",
+
     /* NGX_HTTP_DQE_OAUTH_ERR_TIMEOUT */
     "the token request timed out: check dqe_oauth_server, "
     "proxy_connect_timeout and proxy_read_timeout",

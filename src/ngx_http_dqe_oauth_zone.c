@@ -26,6 +26,10 @@
 /* at most that many entries are evicted to make room for one allocation */
 #define NGX_HTTP_DQE_OAUTH_EVICT_MAX  64
 
+/* at most one 401 purge, and one [error] line, per credential set in that */
+#define NGX_HTTP_DQE_OAUTH_PURGE_FLOOR  10000
+#define NGX_HTTP_DQE_OAUTH_LOG_EVERY    1000
+
 
 typedef struct {
     ngx_rbtree_t                    rbtree;
@@ -66,8 +70,14 @@ typedef struct {
     ngx_msec_t                      backoff_until;
     ngx_msec_t                      backoff;    /* the last step */
 
+    ngx_msec_t                      purged;     /* the last 401 purge */
+    ngx_msec_t                      logged;     /* the last failure line */
+    ngx_uint_t                      unlogged;   /* failures since */
+
     unsigned                        fetching:1;
     unsigned                        backing_off:1;
+    unsigned                        has_purged:1;
+    unsigned                        has_logged:1;
 } ngx_http_dqe_oauth_node_t;
 
 
@@ -92,14 +102,13 @@ static void ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
 
 
 #define ngx_http_dqe_oauth_live(dn, now)                                     \
-    ((dn)->token && (ngx_msec_int_t) ((dn)->cutoff - (now)) > 0)
+    ((dn)->token && ngx_http_dqe_oauth_after((dn)->cutoff, now))
 
 #define ngx_http_dqe_oauth_due(dn, now)                                      \
-    ((ngx_msec_int_t) ((now) - (dn)->refresh_at) >= 0)
+    (!ngx_http_dqe_oauth_after((dn)->refresh_at, now))
 
 #define ngx_http_dqe_oauth_backed_off(dn, now)                               \
-    ((dn)->backing_off                                                       \
-     && (ngx_msec_int_t) ((dn)->backoff_until - (now)) > 0)
+    ((dn)->backing_off && ngx_http_dqe_oauth_after((dn)->backoff_until, now))
 
 /* the in-flight mark of this very fetch */
 #define ngx_http_dqe_oauth_ours(dn, claim)                                   \
@@ -406,7 +415,7 @@ ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn, ngx_msec_t now,
         return 0;
     }
 
-    if ((ngx_msec_int_t) (now - dn->fetch_start) > (ngx_msec_int_t) timeout) {
+    if (!ngx_http_dqe_oauth_after(dn->fetch_start + timeout, now)) {
         return 0;
     }
 
@@ -444,6 +453,11 @@ ngx_http_dqe_oauth_copy(ngx_http_dqe_oauth_node_t *dn, ngx_str_t *token,
 }
 
 
+/*
+ * The failure a request reports; whether it writes the [error] line:
+ * the first since a second, with how many went unwritten meanwhile
+ */
+
 static void
 ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
     ngx_http_dqe_oauth_view_t *view, ngx_msec_t now)
@@ -452,6 +466,21 @@ ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
     view->status = dn->status;
     view->retry_in = ngx_http_dqe_oauth_backed_off(dn, now)
                      ? dn->backoff_until - now : 0;
+
+    if (dn->has_logged
+        && ngx_http_dqe_oauth_after(dn->logged + NGX_HTTP_DQE_OAUTH_LOG_EVERY,
+                                    now))
+    {
+        dn->unlogged++;
+        return;
+    }
+
+    view->log = 1;
+    view->unlogged = dn->unlogged;
+
+    dn->logged = now;
+    dn->has_logged = 1;
+    dn->unlogged = 0;
 }
 
 
@@ -513,7 +542,7 @@ ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
             goto done;
         }
 
-        if (dn->token && (ngx_msec_int_t) (dn->expires - now) > 0) {
+        if (dn->token && ngx_http_dqe_oauth_after(dn->expires, now)) {
             ngx_http_dqe_oauth_copy(dn, &view->token, NULL);
             rc = NGX_OK;
             goto done;
@@ -606,7 +635,7 @@ ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
     claim->start = now;
 
     if (cred->refresh_token && dn->token && dn->refresh_len
-        && (ngx_msec_int_t) (dn->refresh_until - now) > 0)
+        && ngx_http_dqe_oauth_after(dn->refresh_until, now))
     {
         ngx_http_dqe_oauth_copy(dn, &claim->token, &claim->refresh);
     }
@@ -626,33 +655,21 @@ done:
 
 
 /*
- * A token has been fetched: stored with the point from which it is not
- * used any more (its cutoff: DQE's expiry less the margin) and the point
- * from which a renewal starts.  The clock starts when the request left,
- * not when the reply came.  NGX_ERROR: no room for it.
+ * A token has been fetched: stored with its times (see
+ * ngx_http_dqe_oauth_time.h).  NGX_ERROR: no room for it.
  */
 
 ngx_int_t
 ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_token_t *tk)
+    ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_token_t *tk,
+    ngx_http_dqe_oauth_times_t *t)
 {
     u_char                     *blob;
     ngx_int_t                   rc;
-    ngx_msec_t                  lifetime, margin, ahead;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
 
     zone = cred->zone;
-
-    lifetime = (ngx_msec_t) tk->expires_in * 1000;
-    margin = ngx_min(cred->expiry_margin, lifetime / 4);
-
-    if (cred->refresh_ahead_pct) {
-        ahead = lifetime / 100 * cred->refresh_ahead_pct;
-
-    } else {
-        ahead = ngx_min(cred->refresh_ahead, lifetime - margin);
-    }
 
     rc = NGX_OK;
 
@@ -690,10 +707,10 @@ ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
     dn->token_len = (u_short) tk->token.len;
     dn->refresh_len = (u_short) tk->refresh.len;
 
-    dn->expires = claim->start + lifetime;
-    dn->cutoff = dn->expires - margin;
-    dn->refresh_at = dn->cutoff - ahead;
-    dn->refresh_until = claim->start + NGX_HTTP_DQE_OAUTH_REFRESH_LIFE;
+    dn->expires = t->expires;
+    dn->cutoff = t->cutoff;
+    dn->refresh_at = t->refresh_at;
+    dn->refresh_until = t->refresh_until;
 
     dn->error = NGX_HTTP_DQE_OAUTH_OK;
     dn->status = 0;
@@ -720,14 +737,15 @@ done:
  * The fetch failed: remember why, so that its waiters can tell, and back
  * off: DQE refusing the credentials is not going to change soon (10 s
  * doubling up to 5 min), a server or network error may (1 s doubling up
- * to 30 s).  NGX_OK: recorded, a live token remains; NGX_DECLINED:
- * recorded, none remains; NGX_BUSY: the mark was taken over meanwhile,
- * the new fetch speaks for the entry.  *retry: the backoff left.
+ * to 30 s); DQE's Retry-After, if any, up to 5 min.  NGX_OK: recorded, a
+ * live token remains; NGX_DECLINED: recorded, none remains; NGX_BUSY:
+ * the mark was taken over meanwhile, the new fetch speaks for the entry.
+ * *retry: the backoff left.
  */
 
 ngx_int_t
 ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_http_dqe_oauth_claim_t *claim, ngx_uint_t error, ngx_uint_t status,
+    ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_failure_t *f,
     ngx_msec_t *retry)
 {
     ngx_int_t                   rc;
@@ -738,9 +756,9 @@ ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
     zone = cred->zone;
     now = ngx_current_msec;
 
-    if (ngx_http_dqe_oauth_refused(error)) {
+    if (ngx_http_dqe_oauth_refused(f->error)) {
         first = 10000;
-        last = 300000;
+        last = NGX_HTTP_DQE_OAUTH_BACKOFF_MAX;
 
     } else {
         first = 1000;
@@ -762,11 +780,11 @@ ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
         goto done;
     }
 
-    dn->error = error;
-    dn->status = status;
+    dn->error = f->error;
+    dn->status = f->status;
 
-    dn->backoff = dn->backoff ? ngx_min(dn->backoff * 2, last) : first;
-    dn->backoff = ngx_max(dn->backoff, first);
+    dn->backoff = ngx_http_dqe_oauth_next_backoff(dn->backoff, first, last,
+                                                  f->retry_after);
     dn->backoff_until = now + dn->backoff;
     dn->backing_off = 1;
 
@@ -787,8 +805,10 @@ done:
 
 /*
  * The upstream answered 401 to a request that carried this token: if it
- * is still the one cached, it is not used again (NGX_OK).  Its text is
- * kept, as DQE's refresh request names it.
+ * is still the one cached, it is not used again (NGX_OK), unless another
+ * was dropped so less than 10 s ago (NGX_BUSY): a path whose upstream
+ * always answers 401 costs at most a token request each 10 s.  Its text
+ * is kept, as DQE's refresh request names it.
  */
 
 ngx_int_t
@@ -808,17 +828,32 @@ ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
 
     dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
 
-    if (dn && ngx_http_dqe_oauth_live(dn, now)
-        && dn->token_len == token->len
-        && ngx_memcmp(dn->token, token->data, token->len) == 0)
+    if (dn == NULL || !ngx_http_dqe_oauth_live(dn, now)
+        || dn->token_len != token->len
+        || ngx_memcmp(dn->token, token->data, token->len) != 0)
     {
-        dn->cutoff = now;
-        dn->expires = now;
-        dn->refresh_at = now;
-        dn->backoff = 0;
-        dn->backing_off = 0;
-        rc = NGX_OK;
+        goto done;
     }
+
+    if (dn->has_purged
+        && ngx_http_dqe_oauth_after(dn->purged + NGX_HTTP_DQE_OAUTH_PURGE_FLOOR,
+                                    now))
+    {
+        rc = NGX_BUSY;
+        goto done;
+    }
+
+    dn->cutoff = now;
+    dn->expires = now;
+    dn->refresh_at = now;
+    dn->backoff = 0;
+    dn->backing_off = 0;
+    dn->purged = now;
+    dn->has_purged = 1;
+
+    rc = NGX_OK;
+
+done:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 

@@ -244,6 +244,8 @@ def fault_view(f):
     for k in ("status", "delay", "mode", "count"):
         if f.get(k) is not None:
             out[k] = f[k]
+    if f.get("headers"):
+        out["headers"] = ["%s: %s" % h for h in f["headers"]]
     if "body" in f:
         out["body"] = f["body"].decode("utf-8", "replace")
     return out
@@ -498,6 +500,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send(405, b"Method Not Allowed\n", "text/plain",
                           headers=[("Allow", "GET, POST")])
                 return
+            # a fault of headers alone: DQE's own answer, with them
+            extra = fault.get("headers", []) if fault else []
             with st.lock:
                 code, payload, error = self.token_logic_locked(names, params)
                 k = str(code)
@@ -506,12 +510,12 @@ class Handler(BaseHTTPRequestHandler):
                     st.token_errors[error] += 1
                 style = st.config["error_style"]
             if code == 200:
-                self.send_json(200, payload)
+                self.send_json(200, payload, extra)
             elif code == 500:
-                self.send(500, b"Internal Server Error", "text/plain")
+                self.send(500, b"Internal Server Error", "text/plain", extra)
             else:
                 ebody, ect = error_body(style, error)
-                self.send(code, ebody, ect)
+                self.send(code, ebody, ect, extra)
         finally:
             with st.lock:
                 st.in_flight -= 1
@@ -591,11 +595,12 @@ class Handler(BaseHTTPRequestHandler):
             k = str(code)
             st.token_status[k] = st.token_status.get(k, 0) + 1
             style = st.config["error_style"]
+        headers = fault.get("headers", ())
         if "body" in fault:
-            self.send(code, fault["body"], "application/json")
+            self.send(code, fault["body"], "application/json", headers)
         else:
             body, ctype = error_body(style, "server_error")
-            self.send(code, body, ctype)
+            self.send(code, body, ctype, headers)
 
     # -- protected API ------------------------------------------------------
 
@@ -717,10 +722,23 @@ class Handler(BaseHTTPRequestHandler):
 def parse_fault(params):
     """A fault from query-string pairs; ValueError says what is wrong."""
     for k, _ in params:
-        if k not in ("status", "body", "delay", "mode", "count", "clear"):
+        if k not in ("status", "body", "delay", "mode", "count", "clear",
+                     "header"):
             raise ValueError("unknown parameter: " + safe_path(k))
     p = dict(params)
     f = {}
+    headers = []
+    for k, v in params:
+        if k != "header":
+            continue
+        name, sep, value = v.partition(":")
+        if (not sep or not name or not all(33 <= ord(c) <= 126 and c != ":"
+                                           for c in name)
+                or any(c in value for c in "\r\n")):
+            raise ValueError("header must be Name:value")
+        headers.append((name, value.strip()))
+    if headers:
+        f["headers"] = headers
     if "status" in p:
         try:
             f["status"] = parse_uint(p["status"])
@@ -752,8 +770,9 @@ def parse_fault(params):
         f["count"] = c
     else:
         f["count"] = None
-    if not any(k in f for k in ("status", "body", "delay", "mode")):
-        raise ValueError("give status, body, delay or mode")
+    if not any(k in f for k in ("status", "body", "delay", "mode",
+                                "headers")):
+        raise ValueError("give status, body, delay, mode or header")
     return f
 
 

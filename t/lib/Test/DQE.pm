@@ -18,7 +18,10 @@ package Test::DQE;
 #   TEST_NGINX_FAN_PORT      a free port, for a second server{} in a block
 #   TEST_NGINX_DQE_FAULT_*   mock listeners whose token requests all fail:
 #                            CLOSE, RESET, GARBAGE, TRUNCATE, SLOW (3 s),
-#                            BIG (a 20k reply), LONG_TOKEN (4097 bytes)
+#                            BIG (a 20k reply), LONG_TOKEN (4097 bytes),
+#                            RETRY_503 (Retry-After: 7), RETRY_HOUR (3600),
+#                            RETRY_DATE (429, a date 2 min after the start),
+#                            RATE_429 (no Retry-After)
 #
 # and adds to every block, unless it says otherwise:
 #   main_config: load_module $TEST_NGINX_DQE_MODULE;  (unless static or
@@ -38,6 +41,7 @@ use strict;
 use warnings;
 
 use Cwd qw(getcwd);
+use HTTP::Date ();
 use File::Path qw(make_path);
 use IO::Socket::INET;
 use POSIX ();
@@ -57,7 +61,18 @@ our @FAULTS = (
              . '","token_type":"Bearer","expires_in":"300"}' ],
     [ LONG_TOKEN => 'body={"access_token":"TK' . ('b' x 4095)
                     . '","token_type":"Bearer","expires_in":"300"}' ],
+    [ RETRY_503 => 'status=503&header=Retry-After:7' ],
+    [ RETRY_HOUR => 'status=503&header=Retry-After:3600' ],
+    [ RETRY_DATE => 'status=429&header=Retry-After:'
+                    . uri_escape(HTTP::Date::time2str(time + 120)) ],
+    [ RATE_429 => 'status=429' ],
 );
+
+sub uri_escape {
+    my ($v) = @_;
+    $v =~ s/([^A-Za-z0-9_.~-])/sprintf("%%%02X", ord($1))/ge;
+    return $v;
+}
 
 # a port for nginx to listen on: below the ephemeral range (32768 and up
 # on Linux), so that no outgoing connection or port-0 listener (the mock's)
@@ -275,13 +290,14 @@ sub stats {
 
 # what no log may hold, in any block or scenario: an alert or worse, a
 # socket left open at reload or exit, the test secret, a token outside
-# nginx core's debug dump of upstream request headers
+# nginx core's debug dumps of request headers (those of the upstream
+# request, and of a request nginx receives from itself)
 
 our @NO_LEAK = (
     qr/\[(?:alert|crit|emerg)\]/,
     qr/open socket #\d+ left/,
     qr/s3cr3t|other-pass|bulk-pass/,
-    qr/^(?!Authorization: Bearer TK|.*http proxy header: "Authorization: Bearer TK).*TK[0-9a-f]{40}/,
+    qr/^(?!Authorization: Bearer TK|.*http (?:proxy )?header: "Authorization: Bearer TK).*TK[0-9a-f]{40}/,
 );
 
 sub no_leak { return @NO_LEAK }
@@ -308,9 +324,7 @@ sub fault {
     my @q;
 
     for my $k (sort keys %args) {
-        my $v = $args{$k};
-        $v =~ s/([^A-Za-z0-9_.~-])/sprintf("%%%02X", ord($1))/ge;
-        push @q, "$k=$v";
+        push @q, "$k=" . uri_escape($args{$k});
     }
 
     return "GET /__mock/fault?" . join('&', @q);
