@@ -21,7 +21,7 @@ CC_OPT     ?= -g -O2 -Wall -Wextra -Werror -fstack-protector-strong \
               -D_FORTIFY_SOURCE=2 -fPIC
 LD_OPT     ?= -Wl,-z,relro -Wl,-z,now -fPIC
 
-DEPS       := nginx nginx-dev libcjson-dev gcc make openssl curl python3 \
+DEPS       := nginx nginx-dev gcc make openssl curl python3 \
               libtest-base-perl libtest-longstring-perl liblist-moreutils-perl \
               libtext-diff-perl liburi-perl libhttp-message-perl \
               libipc-run-perl wrk libnginx-mod-http-lua lua-resty-core \

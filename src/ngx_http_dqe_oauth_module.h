@@ -181,6 +181,19 @@ typedef struct {
 } ngx_http_dqe_oauth_token_t;
 
 
+/* a member of a JSON object, read by ngx_http_dqe_oauth_json.c */
+
+#define NGX_HTTP_DQE_OAUTH_JSON_STRING     1
+#define NGX_HTTP_DQE_OAUTH_JSON_NUMBER     2
+#define NGX_HTTP_DQE_OAUTH_JSON_OTHER      3
+
+typedef struct {
+    ngx_str_t                       name;
+    ngx_str_t                       value;      /* a string, a number */
+    ngx_uint_t                      type;
+} ngx_http_dqe_oauth_json_member_t;
+
+
 /* ngx_http_dqe_oauth_zone.c */
 ngx_shm_zone_t *ngx_http_dqe_oauth_add_zone(ngx_conf_t *cf, ngx_str_t *name,
     size_t size);
@@ -206,6 +219,10 @@ ngx_int_t ngx_http_dqe_oauth_fetch_init(ngx_conf_t *cf);
 ngx_http_dqe_oauth_endpoint_t *ngx_http_dqe_oauth_add_endpoint(
     ngx_conf_t *cf, ngx_str_t *url);
 ngx_int_t ngx_http_dqe_oauth_init_endpoints(ngx_conf_t *cf);
+
+/* ngx_http_dqe_oauth_json.c */
+ngx_int_t ngx_http_dqe_oauth_json_object(u_char *data, size_t len,
+    ngx_http_dqe_oauth_json_member_t *members, ngx_uint_t *n);
 
 /* ngx_http_dqe_oauth_parse.c */
 ngx_int_t ngx_http_dqe_oauth_form(ngx_pool_t *pool, ngx_keyval_t *fields,

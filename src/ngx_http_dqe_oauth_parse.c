@@ -12,7 +12,6 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-#include <cjson/cJSON.h>
 
 #include "ngx_http_dqe_oauth_module.h"
 
@@ -20,9 +19,19 @@
 /* a year: longer lifetimes are taken for a broken reply */
 #define NGX_HTTP_DQE_OAUTH_EXPIRES_MAX  31536000
 
+/* DQE sends 4 members; a reply is read with room for that many */
+#define NGX_HTTP_DQE_OAUTH_MEMBERS      32
 
-static ngx_int_t ngx_http_dqe_oauth_visible(cJSON *item, ngx_str_t *value);
-static ngx_int_t ngx_http_dqe_oauth_expires(cJSON *item, ngx_uint_t *value);
+
+static ngx_http_dqe_oauth_json_member_t *ngx_http_dqe_oauth_member(
+    ngx_http_dqe_oauth_json_member_t *members, ngx_uint_t n, char *name,
+    ngx_uint_t *count);
+static ngx_int_t ngx_http_dqe_oauth_visible(
+    ngx_http_dqe_oauth_json_member_t *m, ngx_str_t *value);
+static ngx_int_t ngx_http_dqe_oauth_expires(
+    ngx_http_dqe_oauth_json_member_t *m, ngx_uint_t *value);
+static ngx_uint_t ngx_http_dqe_oauth_error_name(u_char *p, size_t len,
+    ngx_uint_t text);
 
 
 typedef struct {
@@ -95,152 +104,138 @@ ngx_http_dqe_oauth_form(ngx_pool_t *pool, ngx_keyval_t *fields, ngx_uint_t n,
 
 /*
  * Returns NGX_OK with tk filled, or NGX_DECLINED for a body that is not
- * a JSON object, or NGX_ERROR with tk->error naming the bad field.
- * tk's strings point into data, which must outlive them.
+ * a JSON object, or NGX_ERROR with tk->error naming the bad field.  A
+ * field given twice is not valid (which one a client would take is not
+ * agreed on: none is); the refresh token, which only renewals need, is
+ * dropped when it is not valid.  tk's strings point into data, which is
+ * overwritten.
  */
 
 ngx_int_t
 ngx_http_dqe_oauth_parse_token(u_char *data, size_t len,
     ngx_http_dqe_oauth_token_t *tk)
 {
-    cJSON      *root, *item;
-    ngx_int_t   rc;
-    ngx_str_t   type;
+    ngx_str_t                          type;
+    ngx_uint_t                         n, count;
+    ngx_http_dqe_oauth_json_member_t  *m;
+    ngx_http_dqe_oauth_json_member_t   members[NGX_HTTP_DQE_OAUTH_MEMBERS];
 
     ngx_memzero(tk, sizeof(ngx_http_dqe_oauth_token_t));
 
-    if (len == 0) {
+    n = NGX_HTTP_DQE_OAUTH_MEMBERS;
+
+    if (ngx_http_dqe_oauth_json_object(data, len, members, &n) != NGX_OK) {
         return NGX_DECLINED;
     }
 
-    root = cJSON_ParseWithLength((const char *) data, len);
+    m = ngx_http_dqe_oauth_member(members, n, "access_token", &count);
 
-    if (root == NULL || !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return NGX_DECLINED;
-    }
-
-    rc = NGX_ERROR;
-
-    item = cJSON_GetObjectItemCaseSensitive(root, "access_token");
-
-    if (ngx_http_dqe_oauth_visible(item, &tk->token) != NGX_OK) {
+    if (count != 1 || ngx_http_dqe_oauth_visible(m, &tk->token) != NGX_OK) {
         tk->error = NGX_HTTP_DQE_OAUTH_ERR_ACCESS_TOKEN;
-        goto done;
+        return NGX_ERROR;
     }
 
-    item = cJSON_GetObjectItemCaseSensitive(root, "token_type");
+    m = ngx_http_dqe_oauth_member(members, n, "token_type", &count);
 
-    if (ngx_http_dqe_oauth_visible(item, &type) != NGX_OK
+    if (count != 1 || ngx_http_dqe_oauth_visible(m, &type) != NGX_OK
         || type.len != sizeof("Bearer") - 1
         || ngx_strncasecmp(type.data, (u_char *) "Bearer", type.len) != 0)
     {
         tk->error = NGX_HTTP_DQE_OAUTH_ERR_TOKEN_TYPE;
-        goto done;
+        return NGX_ERROR;
     }
 
-    item = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
+    m = ngx_http_dqe_oauth_member(members, n, "expires_in", &count);
 
-    if (ngx_http_dqe_oauth_expires(item, &tk->expires_in) != NGX_OK) {
+    if (count != 1 || ngx_http_dqe_oauth_expires(m, &tk->expires_in) != NGX_OK)
+    {
         tk->error = NGX_HTTP_DQE_OAUTH_ERR_EXPIRES_IN;
-        goto done;
+        return NGX_ERROR;
     }
 
-    /* only renewals need it: a bad one is dropped, not fatal */
+    m = ngx_http_dqe_oauth_member(members, n, "refresh_token", &count);
 
-    item = cJSON_GetObjectItemCaseSensitive(root, "refresh_token");
-
-    if (item && ngx_http_dqe_oauth_visible(item, &tk->refresh) != NGX_OK) {
+    if (count != 1 || ngx_http_dqe_oauth_visible(m, &tk->refresh) != NGX_OK) {
         ngx_str_null(&tk->refresh);
     }
-
-    rc = NGX_OK;
-
-done:
-
-    /*
-     * the strings are cJSON's copies, freed below: move them into data,
-     * which holds at least as many bytes as the whole reply
-     */
-
-    if (rc == NGX_OK) {
-        ngx_memmove(data, tk->token.data, tk->token.len);
-        tk->token.data = data;
-
-        if (tk->refresh.len) {
-            ngx_memmove(data + tk->token.len, tk->refresh.data,
-                        tk->refresh.len);
-            tk->refresh.data = data + tk->token.len;
-        }
-    }
-
-    cJSON_Delete(root);
-
-    return rc;
-}
-
-
-/* a non-empty string of visible ASCII: nothing that could split a header */
-
-static ngx_int_t
-ngx_http_dqe_oauth_visible(cJSON *item, ngx_str_t *value)
-{
-    size_t   i, len;
-    u_char  *p;
-
-    if (!cJSON_IsString(item) || item->valuestring == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = (u_char *) item->valuestring;
-    len = ngx_strlen(p);
-
-    if (len == 0 || len > NGX_HTTP_DQE_OAUTH_TOKEN_MAX) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < len; i++) {
-        if (p[i] <= 0x20 || p[i] >= 0x7f) {
-            return NGX_ERROR;
-        }
-    }
-
-    value->data = p;
-    value->len = len;
 
     return NGX_OK;
 }
 
 
-/* DQE sends a string of seconds; a JSON number is accepted as well */
+/* the member of that name, if any, and how many times it is given */
 
-static ngx_int_t
-ngx_http_dqe_oauth_expires(cJSON *item, ngx_uint_t *value)
+static ngx_http_dqe_oauth_json_member_t *
+ngx_http_dqe_oauth_member(ngx_http_dqe_oauth_json_member_t *members,
+    ngx_uint_t n, char *name, ngx_uint_t *count)
 {
-    size_t     len;
-    ngx_int_t  n;
+    size_t                             len;
+    ngx_uint_t                         i;
+    ngx_http_dqe_oauth_json_member_t  *found;
 
-    if (cJSON_IsNumber(item)) {
-        if (item->valuedouble < 1
-            || item->valuedouble > NGX_HTTP_DQE_OAUTH_EXPIRES_MAX
-            || item->valuedouble != (double) (ngx_int_t) item->valuedouble)
+    len = ngx_strlen(name);
+    found = NULL;
+    *count = 0;
+
+    for (i = 0; i < n; i++) {
+        if (members[i].name.len == len
+            && ngx_strncmp(members[i].name.data, name, len) == 0)
         {
-            return NGX_ERROR;
+            found = &members[i];
+            (*count)++;
         }
-
-        *value = (ngx_uint_t) item->valuedouble;
-        return NGX_OK;
     }
 
-    if (!cJSON_IsString(item) || item->valuestring == NULL) {
+    return found;
+}
+
+
+/* a string of 1 to 4096 visible ASCII bytes: nothing that could split a header */
+
+static ngx_int_t
+ngx_http_dqe_oauth_visible(ngx_http_dqe_oauth_json_member_t *m,
+    ngx_str_t *value)
+{
+    size_t  i;
+
+    if (m->type != NGX_HTTP_DQE_OAUTH_JSON_STRING
+        || m->value.len == 0 || m->value.len > NGX_HTTP_DQE_OAUTH_TOKEN_MAX)
+    {
         return NGX_ERROR;
     }
 
-    len = ngx_strlen(item->valuestring);
+    for (i = 0; i < m->value.len; i++) {
+        if (m->value.data[i] <= 0x20 || m->value.data[i] >= 0x7f) {
+            return NGX_ERROR;
+        }
+    }
 
-    /* ngx_atoi() takes digits only: no sign, no blanks */
+    *value = m->value;
 
-    n = ngx_atoi((u_char *) item->valuestring, len);
+    return NGX_OK;
+}
+
+
+/*
+ * DQE sends a string of seconds; a JSON number is accepted as well; both
+ * as digits only: no sign, fraction, exponent or blank
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_expires(ngx_http_dqe_oauth_json_member_t *m,
+    ngx_uint_t *value)
+{
+    ngx_int_t  n;
+
+    if (m->type != NGX_HTTP_DQE_OAUTH_JSON_STRING
+        && m->type != NGX_HTTP_DQE_OAUTH_JSON_NUMBER)
+    {
+        return NGX_ERROR;
+    }
+
+    /* ngx_atoi() takes digits only, and says when they overflow */
+
+    n = ngx_atoi(m->value.data, m->value.len);
 
     if (n < 1 || n > NGX_HTTP_DQE_OAUTH_EXPIRES_MAX) {
         return NGX_ERROR;
@@ -253,76 +248,74 @@ ngx_http_dqe_oauth_expires(cJSON *item, ngx_uint_t *value)
 
 
 /*
- * Works out which OAuth2 error an error reply names: {"error":"..."} first,
- * then the phrase anywhere in a text or HTML body ("Invalid Client").
+ * Works out which OAuth2 error an error reply names: {"error":"..."}
+ * first, then the phrase anywhere in a text or HTML body ("Invalid
+ * Client").  data is overwritten.
  */
 
 ngx_uint_t
 ngx_http_dqe_oauth_parse_error(u_char *data, size_t len)
 {
-    cJSON                            *root, *item;
-    u_char                           *p, *last;
-    size_t                            n;
-    ngx_uint_t                        i, error;
-    ngx_http_dqe_oauth_error_name_t  *e;
+    u_char                            *p, *last;
+    ngx_uint_t                         n, count, text;
+    ngx_http_dqe_oauth_json_member_t  *m;
+    ngx_http_dqe_oauth_json_member_t   members[NGX_HTTP_DQE_OAUTH_MEMBERS];
 
-    if (len == 0) {
-        return NGX_HTTP_DQE_OAUTH_OK;
+    /* the text first: reading the JSON overwrites it */
+
+    text = NGX_HTTP_DQE_OAUTH_OK;
+    last = data + len;
+
+    for (p = data; p < last && text == NGX_HTTP_DQE_OAUTH_OK; p++) {
+        text = ngx_http_dqe_oauth_error_name(p, last - p, 1);
     }
 
-    error = NGX_HTTP_DQE_OAUTH_OK;
+    n = NGX_HTTP_DQE_OAUTH_MEMBERS;
 
-    root = cJSON_ParseWithLength((const char *) data, len);
-    item = cJSON_GetObjectItemCaseSensitive(root, "error");
+    if (ngx_http_dqe_oauth_json_object(data, len, members, &n) == NGX_OK) {
+        m = ngx_http_dqe_oauth_member(members, n, "error", &count);
 
-    if (cJSON_IsString(item) && item->valuestring) {
-        p = (u_char *) item->valuestring;
-        n = ngx_strlen(p);
+        if (count == 1 && m->type == NGX_HTTP_DQE_OAUTH_JSON_STRING) {
+            n = ngx_http_dqe_oauth_error_name(m->value.data, m->value.len, 0);
 
-        for (e = ngx_http_dqe_oauth_errors; e->name.len; e++) {
-            if (n != e->name.len) {
-                continue;
-            }
-
-            for (i = 0; i < n; i++) {
-                if (ngx_tolower(p[i]) != e->name.data[i]
-                    && !(p[i] == ' ' && e->name.data[i] == '_'))
-                {
-                    break;
-                }
-            }
-
-            if (i == n) {
-                error = e->error;
-                break;
+            if (n != NGX_HTTP_DQE_OAUTH_OK) {
+                return n;
             }
         }
     }
 
-    cJSON_Delete(root);
+    return text;
+}
 
-    if (error != NGX_HTTP_DQE_OAUTH_OK) {
-        return error;
-    }
 
-    last = data + len;
+/*
+ * The error whose name starts p (text: anywhere in a text, else the whole
+ * of p), case-insensitively, with "_" also matching " " (and "-" in text)
+ */
+
+static ngx_uint_t
+ngx_http_dqe_oauth_error_name(u_char *p, size_t len, ngx_uint_t text)
+{
+    ngx_uint_t                        i;
+    ngx_http_dqe_oauth_error_name_t  *e;
 
     for (e = ngx_http_dqe_oauth_errors; e->name.len; e++) {
 
-        for (p = data; p + e->name.len <= last; p++) {
+        if (len < e->name.len || (!text && len != e->name.len)) {
+            continue;
+        }
 
-            for (i = 0; i < e->name.len; i++) {
-                if (ngx_tolower(p[i]) != e->name.data[i]
-                    && !((p[i] == ' ' || p[i] == '-')
-                         && e->name.data[i] == '_'))
-                {
-                    break;
-                }
+        for (i = 0; i < e->name.len; i++) {
+            if (ngx_tolower(p[i]) != e->name.data[i]
+                && !((p[i] == ' ' || (text && p[i] == '-'))
+                     && e->name.data[i] == '_'))
+            {
+                break;
             }
+        }
 
-            if (i == e->name.len) {
-                return e->error;
-            }
+        if (i == e->name.len) {
+            return e->error;
         }
     }
 
