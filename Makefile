@@ -8,6 +8,7 @@
 #   make asan     the suite with the module built with AddressSanitizer
 #   make static   nginx 1.22.1 from Debian's source with the module built in
 #   make test-static  the suite against that binary
+#   make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make deps     install the Debian packages needed (as root)
 
 SHELL      := /bin/bash
@@ -26,11 +27,11 @@ DEPS       := nginx nginx-dev gcc make openssl curl python3 \
               libtext-diff-perl liburi-perl libhttp-message-perl \
               libipc-run-perl wrk libnginx-mod-http-lua lua-resty-core \
               libpcre3-dev libssl-dev zlib1g-dev patch xz-utils \
-              nghttp2-client
+              nghttp2-client clang libclang-rt-14-dev time
 
 SOURCES    := config $(wildcard src/*.c src/*.h)
 
-.PHONY: all deps run stop test bench asan static test-static clean
+.PHONY: all deps run stop test bench asan static test-static fuzz clean
 
 all: $(MODULE)
 
@@ -84,6 +85,11 @@ $(STATIC)/nginx: $(SOURCES)
 
 test-static: deps $(STATIC)/nginx
 	TEST_NGINX_BINARY=$(STATIC)/nginx DQE_MODULE=static bash t/prove.sh
+
+FUZZ_SECONDS ?= 60
+
+fuzz: deps $(MODULE)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
 
 bench: deps $(MODULE)
 	@bash bench/run.sh

@@ -9,9 +9,7 @@
 #                                   OUT/ngx_http_dqe_oauth_module.so
 #
 # SRC: an nginx source directory or release tarball.  Without it, Debian's
-# own source of the installed nginx: "apt-get source --download-only nginx"
-# (needs a deb-src entry in apt's sources; see the README), unpacked with
-# Debian's patches when their tarball is there.  Configure flags: the
+# own source of the installed nginx (t/nginx-source.sh).  Configure flags: the
 # tree's Debian conf_flags if it has them, else Debian's nginx-dev ones
 # (/usr/share/nginx/src/conf_flags), else a minimal set; CC_OPT adds
 # compiler flags.
@@ -35,56 +33,10 @@ work=$out/src
 
 # --- the source tree ------------------------------------------------------
 
-debian_source() {
-    local dl=$top/build/debian-source
-
-    mkdir -p "$dl"
-
-    if ! ls "$dl"/nginx_*.debian.tar.xz >/dev/null 2>&1; then
-        # the newest version's files may be missing from a mirror (seen:
-        # a security update's); the first version whose files all come
-        # wins, the upstream tarball alone will do
-        for v in $(apt-cache showsrc nginx 2>/dev/null \
-                   | awk '/^Version:/ { print $2 }' | sort -rV); do
-            (cd "$dl" && apt-get source -qq --download-only "nginx=$v") \
-                >/dev/null 2>&1 && break
-            rm -f "$dl"/*.dsc "$dl"/*.debian.tar.xz
-        done
-    fi
-
-    if ! ls "$dl"/nginx_*.orig.tar.gz >/dev/null 2>&1; then
-        echo "t/build.sh: no nginx source: add a deb-src entry to apt's" \
-             "sources (see the README) and run apt-get update, or give" \
-             "an nginx source directory or tarball" >&2
-        exit 1
-    fi
-
-    echo "$dl"
-}
-
 rm -rf "$work"
 
 if [ -z "$src" ]; then
-    dl=$(debian_source)
-    mkdir -p "$work"
-    tar xzf "$(ls "$dl"/nginx_*.orig.tar.gz | tail -1)" -C "$work" \
-        --strip-components=1
-
-    deb=$(ls "$dl"/nginx_*.debian.tar.xz 2>/dev/null | tail -1 || true)
-
-    if [ -n "$deb" ]; then
-        tar xJf "$deb" -C "$work"
-        if [ -f "$work/debian/patches/series" ]; then
-            while read -r p _; do
-                case "$p" in ''|'#'*) continue ;; esac
-                patch -d "$work" -p1 -s < "$work/debian/patches/$p"
-            done < "$work/debian/patches/series"
-        fi
-        echo "source: $(basename "$deb") over the upstream tarball"
-    else
-        echo "source: $(ls "$dl"/nginx_*.orig.tar.gz | tail -1 | xargs basename)" \
-             "(Debian's patches not downloadable)"
-    fi
+    bash "$top/t/nginx-source.sh" "$work"
 
 elif [ -d "$src" ]; then
     cp -r "$src" "$work"

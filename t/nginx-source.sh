@@ -1,0 +1,53 @@
+#!/bin/bash
+# Debian's own source of nginx, unpacked into DIR: "apt-get source
+# --download-only nginx" (needs a deb-src entry in apt's sources: see
+# .ci/run), the upstream tarball with Debian's patches applied when their
+# tarball is there.  The downloads are kept in build/debian-source.
+#
+#   t/nginx-source.sh DIR
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:?usage: t/nginx-source.sh DIR}
+dl=$top/build/debian-source
+
+mkdir -p "$dl"
+
+if ! ls "$dl"/nginx_*.debian.tar.xz >/dev/null 2>&1; then
+    # the newest version's files may be missing from a mirror (seen: a
+    # security update's); the first version whose files all come wins,
+    # the upstream tarball alone will do
+    for v in $(apt-cache showsrc nginx 2>/dev/null \
+               | awk '/^Version:/ { print $2 }' | sort -rV); do
+        (cd "$dl" && apt-get source -qq --download-only "nginx=$v") \
+            >/dev/null 2>&1 && break
+        rm -f "$dl"/*.dsc "$dl"/*.debian.tar.xz
+    done
+fi
+
+orig=$(ls "$dl"/nginx_*.orig.tar.gz 2>/dev/null | tail -1 || true)
+
+if [ -z "$orig" ]; then
+    echo "t/nginx-source.sh: no nginx source: add a deb-src entry to apt's" \
+         "sources (see .ci/run) and run apt-get update" >&2
+    exit 1
+fi
+
+rm -rf "$work"
+mkdir -p "$work"
+tar xzf "$orig" -C "$work" --strip-components=1
+
+deb=$(ls "$dl"/nginx_*.debian.tar.xz 2>/dev/null | tail -1 || true)
+
+if [ -n "$deb" ]; then
+    tar xJf "$deb" -C "$work"
+    if [ -f "$work/debian/patches/series" ]; then
+        while read -r p _; do
+            case "$p" in ''|'#'*) continue ;; esac
+            patch -d "$work" -p1 -s < "$work/debian/patches/$p"
+        done < "$work/debian/patches/series"
+    fi
+    echo "source: $(basename "$deb") over $(basename "$orig")"
+else
+    echo "source: $(basename "$orig") (Debian's patches not downloadable)"
+fi
