@@ -19,7 +19,9 @@
  *   - proxy_set_header is inherited only by a level that sets none: the
  *     "Connection" line below cuts the inheritance of the API's headers;
  *   - ngx_http_proxy_loc_conf_t starts with ngx_http_upstream_conf_t (the
- *     timeouts, read below);
+ *     timeouts and next-upstream limits, read below, and the upstream's
+ *     servers, which ngx_http_upstream_init_main_conf has set up by
+ *     postconfiguration);
  *   - token requests emulate the content phase: they are pointed at the
  *     location's loc_conf and call its content handler (the proxy's)
  *     directly, see ngx_http_dqe_oauth_fetch.c.
@@ -39,6 +41,7 @@ static char *ngx_http_dqe_oauth_parse_text(ngx_conf_t *cf,
     ngx_http_conf_ctx_t *ctx, ngx_str_t *text);
 static ngx_int_t ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
     ngx_http_dqe_oauth_endpoint_t *ep);
+static ngx_msec_t ngx_http_dqe_oauth_longest(ngx_http_upstream_conf_t *ucf);
 
 
 /*
@@ -374,13 +377,52 @@ ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
 
 #endif
 
-    if (ucf) {
-        ep->timeout = ucf->connect_timeout + ucf->send_timeout
-                      + ucf->read_timeout;
-
-    } else {
-        ep->timeout = 180000;
-    }
+    ep->timeout = ucf ? ngx_http_dqe_oauth_longest(ucf) : 180000;
 
     return NGX_OK;
+}
+
+
+/*
+ * The longest a token request can take, after which its in-flight mark is
+ * stale: connect, send and read timeouts, for each server it may try
+ * (proxy_next_upstream_tries, or every address of the upstream; a host
+ * name that resolves to several addresses counts as one), within
+ * proxy_next_upstream_timeout
+ */
+
+static ngx_msec_t
+ngx_http_dqe_oauth_longest(ngx_http_upstream_conf_t *ucf)
+{
+    ngx_msec_t                     one, all;
+    ngx_uint_t                     i, n;
+    ngx_http_upstream_server_t    *us;
+    ngx_http_upstream_srv_conf_t  *uscf;
+
+    one = ucf->connect_timeout + ucf->send_timeout + ucf->read_timeout;
+
+    n = 0;
+    uscf = ucf->upstream;
+
+    if (uscf && uscf->servers) {
+        us = uscf->servers->elts;
+
+        for (i = 0; i < uscf->servers->nelts; i++) {
+            n += us[i].naddrs;
+        }
+    }
+
+    n = ngx_max(n, 1);
+
+    if (ucf->next_upstream_tries) {
+        n = ngx_min(n, ucf->next_upstream_tries);
+    }
+
+    all = one * n;
+
+    if (ucf->next_upstream_timeout) {
+        all = ngx_min(all, ucf->next_upstream_timeout + one);
+    }
+
+    return all;
 }

@@ -26,6 +26,9 @@
 /* at most that many entries are evicted to make room for one allocation */
 #define NGX_HTTP_DQE_OAUTH_EVICT_MAX  64
 
+/* a mark is checked against its process once it is that old */
+#define NGX_HTTP_DQE_OAUTH_PROBE_AFTER  1000
+
 /* at most one 401 purge, and one [error] line, per credential set in that */
 #define NGX_HTTP_DQE_OAUTH_PURGE_FLOOR  10000
 #define NGX_HTTP_DQE_OAUTH_LOG_EVERY    1000
@@ -61,6 +64,7 @@ typedef struct {
     ngx_msec_t                      refresh_until;
 
     ngx_pid_t                       fetch_pid;
+    ngx_uint_t                      fetch_born; /* its process's start */
     ngx_uint_t                      fetch_id;
     ngx_msec_t                      fetch_start;
     ngx_uint_t                      completed;  /* fetches ended */
@@ -95,6 +99,7 @@ static void ngx_http_dqe_oauth_delete(ngx_http_dqe_oauth_zone_t *zone,
     ngx_http_dqe_oauth_node_t *dn);
 static ngx_flag_t ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn,
     ngx_msec_t now, ngx_msec_t timeout, ngx_flag_t probe);
+static ngx_uint_t ngx_http_dqe_oauth_born(ngx_pid_t pid);
 static void ngx_http_dqe_oauth_copy(ngx_http_dqe_oauth_node_t *dn,
     ngx_str_t *token, ngx_str_t *refresh);
 static void ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
@@ -119,6 +124,8 @@ static void ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
 /* copies out of the zone land here: a worker runs one thing at a time */
 static u_char      ngx_http_dqe_oauth_scratch[2 * NGX_HTTP_DQE_OAUTH_TOKEN_MAX];
 static ngx_uint_t  ngx_http_dqe_oauth_fetch_id;
+static ngx_pid_t   ngx_http_dqe_oauth_born_pid;     /* of this process */
+static ngx_uint_t  ngx_http_dqe_oauth_born_time;
 
 
 ngx_shm_zone_t *
@@ -403,14 +410,18 @@ ngx_http_dqe_oauth_delete(ngx_http_dqe_oauth_zone_t *zone,
 
 /*
  * Whether a fetch is still in flight: its mark is not older than the
- * longest a fetch can take and, with probe, its worker is alive (gone,
- * or its pid reused by a process of another user: ESRCH, EPERM).
+ * longest a fetch can take and, with probe, once it is a second old, its
+ * process is alive: the pid exists (ESRCH: gone; EPERM: reused by a
+ * process of another user) and was started when the mark's process was
+ * (a pid reused by another of nginx's processes is not it).
  */
 
 static ngx_flag_t
 ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn, ngx_msec_t now,
     ngx_msec_t timeout, ngx_flag_t probe)
 {
+    ngx_uint_t  born;
+
     if (!dn->fetching) {
         return 0;
     }
@@ -419,15 +430,81 @@ ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn, ngx_msec_t now,
         return 0;
     }
 
-    if (probe
-        && dn->fetch_pid != ngx_pid
-        && kill(dn->fetch_pid, 0) == -1
+    if (!probe
+        || dn->fetch_pid == ngx_pid
+        || ngx_http_dqe_oauth_after(dn->fetch_start
+                                    + NGX_HTTP_DQE_OAUTH_PROBE_AFTER, now))
+    {
+        return 1;
+    }
+
+    if (kill(dn->fetch_pid, 0) == -1
         && (ngx_errno == NGX_ESRCH || ngx_errno == NGX_EPERM))
     {
         return 0;
     }
 
-    return 1;
+    /* unknown, either side: alive, as far as can be told */
+
+    born = ngx_http_dqe_oauth_born(dn->fetch_pid);
+
+    return dn->fetch_born == 0 || born == 0 || born == dn->fetch_born;
+}
+
+
+/*
+ * When a process started, in clock ticks since boot (Linux: field 22 of
+ * /proc/PID/stat), or 0 where that cannot be read
+ */
+
+static ngx_uint_t
+ngx_http_dqe_oauth_born(ngx_pid_t pid)
+{
+#if (NGX_LINUX)
+    u_char      *p, *last, *end, buf[512], name[32];
+    ssize_t      n;
+    ngx_fd_t     fd;
+    ngx_int_t    born;
+    ngx_uint_t   field;
+
+    ngx_sprintf(name, "/proc/%P/stat%Z", pid);
+
+    fd = ngx_open_file(name, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        return 0;
+    }
+
+    n = read(fd, buf, sizeof(buf));
+    (void) ngx_close_file(fd);
+
+    if (n <= 0) {
+        return 0;
+    }
+
+    /* the name, field 2, is in parentheses and may hold anything */
+
+    last = buf + n;
+    p = last;
+
+    while (p > buf && p[-1] != ')') {
+        p--;
+    }
+
+    for (field = 2; p < last; p++) {
+        if (*p != ' ') {
+            continue;
+        }
+
+        if (++field == 22) {
+            end = ngx_strlchr(p + 1, last, ' ');
+            born = ngx_atoi(p + 1, (end ? end : last) - (p + 1));
+
+            return (born == NGX_ERROR) ? 0 : (ngx_uint_t) born;
+        }
+    }
+#endif
+
+    return 0;
 }
 
 
@@ -626,8 +703,14 @@ ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
 
     claim->stale_pid = dn->fetching ? dn->fetch_pid : 0;
 
+    if (ngx_http_dqe_oauth_born_pid != ngx_pid) {
+        ngx_http_dqe_oauth_born_pid = ngx_pid;
+        ngx_http_dqe_oauth_born_time = ngx_http_dqe_oauth_born(ngx_pid);
+    }
+
     dn->fetching = 1;
     dn->fetch_pid = ngx_pid;
+    dn->fetch_born = ngx_http_dqe_oauth_born_time;
     dn->fetch_id = ++ngx_http_dqe_oauth_fetch_id;
     dn->fetch_start = now;
 
