@@ -9,6 +9,7 @@
 #   make static   nginx 1.22.1 from Debian's source with the module built in
 #   make test-static  the suite against that binary
 #   make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60)
+#   make valgrind every token path under valgrind's memcheck
 #   make deps     install the Debian packages needed (as root)
 
 SHELL      := /bin/bash
@@ -27,11 +28,12 @@ DEPS       := nginx nginx-dev gcc make openssl curl python3 \
               libtext-diff-perl liburi-perl libhttp-message-perl \
               libipc-run-perl wrk libnginx-mod-http-lua lua-resty-core \
               libpcre3-dev libssl-dev zlib1g-dev patch xz-utils \
-              nghttp2-client clang libclang-rt-14-dev time
+              nghttp2-client clang libclang-rt-14-dev time valgrind
 
 SOURCES    := config $(wildcard src/*.c src/*.h)
 
-.PHONY: all deps run stop test bench asan static test-static fuzz clean
+.PHONY: all deps run stop test bench asan static test-static fuzz valgrind \
+        clean
 
 all: $(MODULE)
 
@@ -85,6 +87,10 @@ $(STATIC)/nginx: $(SOURCES)
 
 test-static: deps $(STATIC)/nginx
 	TEST_NGINX_BINARY=$(STATIC)/nginx DQE_MODULE=static bash t/prove.sh
+
+valgrind: deps $(MODULE)
+	TEST_NGINX_BINARY=$(NGINX) DQE_MODULE=$(MODULE) \
+	    prove -I t/lib t/valgrind.pl
 
 FUZZ_SECONDS ?= 60
 

@@ -342,7 +342,9 @@ sub fault {
 #   $ngx->reload(http => ...);  $ngx->stop;  $ngx->log;
 #
 # start and reload also take shutdown_timeout (worker_shutdown_timeout,
-# default 30s); the options given once are kept for the next calls.
+# default 30s), master and daemon ("on" by default); the options given
+# once are kept for the next calls.  spawn(@wrapper, %options): nginx in
+# the foreground under a wrapper (valgrind...), its pid returned.
 #
 # master process on, daemon, the module loaded (unless static), the mock's
 # certificate trusted at http{} level, error_log at debug.
@@ -384,9 +386,9 @@ sub write_conf {
     open my $fh, '>', "$self->{root}/conf/nginx.conf" or die $!;
     print $fh "$ENV{TEST_NGINX_DQE_LOAD}\n" . ($c->{main} // '') . <<"CONF";
 
-master_process on;
+master_process @{[ $c->{master} // 'on' ]};
 worker_processes @{[ $c->{workers} // 2 ]};
-daemon on;
+daemon @{[ $c->{daemon} // 'on' ]};
 pid logs/nginx.pid;
 error_log logs/error.log debug;
 worker_shutdown_timeout @{[ $c->{shutdown_timeout} // '30s' ]};
@@ -457,6 +459,31 @@ sub start {
     }
 
     return 0;
+}
+
+sub spawn {
+    my ($self, $wrapper, %o) = @_;
+
+    $self->write_conf(master => 'off', daemon => 'off', %o);
+
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        open STDERR, '>>', "$self->{root}/logs/stderr.log";
+        { exec @$wrapper, $self->{binary}, '-p', "$self->{root}/", '-c',
+               "$self->{root}/conf/nginx.conf"; }
+        POSIX::_exit(127);
+    }
+
+    for (1 .. 600) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$self->{port}",
+                                      Timeout => 1);
+        return $pid if $s;
+        sleep 0.1;
+    }
+
+    return undef;
 }
 
 # a new configuration (or the same), and the old workers gone
