@@ -267,7 +267,12 @@ ngx_http_dqe_oauth_parse_error(u_char *data, size_t len)
     last = data + len;
 
     for (p = data; p < last && text == NGX_HTTP_DQE_OAUTH_OK; p++) {
-        text = ngx_http_dqe_oauth_error_name(p, last - p, 1);
+
+        /* every name starts with "i" or "u" */
+
+        if ((*p | 0x20) == 'i' || (*p | 0x20) == 'u') {
+            text = ngx_http_dqe_oauth_error_name(p, last - p, 1);
+        }
     }
 
     n = NGX_HTTP_DQE_OAUTH_MEMBERS;
