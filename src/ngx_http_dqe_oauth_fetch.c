@@ -112,9 +112,9 @@ ngx_int_t
 ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t why,
     ngx_log_t *log, ngx_msec_t *next)
 {
-    ngx_int_t                    rc;
-    ngx_msec_t                   retry;
-    ngx_connection_t            *c;
+    ngx_int_t                      rc;
+    ngx_msec_t                     retry;
+    ngx_connection_t              *c;
     ngx_http_dqe_oauth_claim_t     claim;
     ngx_http_dqe_oauth_fetch_t    *fetch;
     ngx_http_dqe_oauth_failure_t   failure;
@@ -149,12 +149,7 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t why,
         failure.error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
 
         (void) ngx_http_dqe_oauth_zone_fail(cred, &claim, &failure, &retry);
-
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "dqe_oauth: could not start a token request for %V: "
-                      "out of memory, file descriptors or "
-                      "worker_connections", &cred->label);
-        return NGX_ERROR;
+        goto failed;
     }
 
     c = fetch->anchor->connection;
@@ -170,7 +165,7 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t why,
         fetch->failure.error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
         ngx_http_dqe_oauth_outcome(fetch);
         ngx_http_dqe_oauth_end(fetch);
-        return NGX_ERROR;
+        goto failed;
     }
 
     /* the subrequest is posted: run it now, as an event handler would */
@@ -178,6 +173,15 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t why,
     ngx_http_run_posted_requests(c);
 
     return NGX_OK;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "dqe_oauth: could not start a token request for %V: out "
+                  "of memory, file descriptors or worker_connections",
+                  &cred->label);
+
+    return NGX_ERROR;
 }
 
 
