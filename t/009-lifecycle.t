@@ -202,8 +202,10 @@ is($status, 200, 'the next request gets the token of that fetch');
 $log = $ngx->log;
 unlike($log, qr/\[error\] .*no token for .*scope "client_general"/,
        'the abort is not taken for a failure of DQE');
+# (tokens_issued is not looked at: the token request that the kill -9
+# above left at the mock may end in this count)
 like(mock('/__mock/stats?reset=counters'),
-     qr/"token_requests":\{"GET":0,"POST":1\}.*"tokens_issued":1,/,
+     qr/"token_requests":\{"GET":0,"POST":1\}/,
      'one token request: the fetch outlived the client that started it');
 
 # --- steady load across ten token lifetimes -------------------------------
