@@ -45,6 +45,8 @@ static ngx_int_t ngx_http_dqe_oauth_json_members(ngx_http_dqe_oauth_json_t *j,
 static ngx_int_t ngx_http_dqe_oauth_json_value(ngx_http_dqe_oauth_json_t *j,
     ngx_http_dqe_oauth_json_member_t *m);
 static ngx_int_t ngx_http_dqe_oauth_json_array(ngx_http_dqe_oauth_json_t *j);
+static ngx_int_t ngx_http_dqe_oauth_json_next(ngx_http_dqe_oauth_json_t *j,
+    u_char close);
 static ngx_int_t ngx_http_dqe_oauth_json_string(ngx_http_dqe_oauth_json_t *j,
     ngx_str_t *s);
 static ngx_int_t ngx_http_dqe_oauth_json_escape(ngx_http_dqe_oauth_json_t *j);
@@ -99,6 +101,7 @@ static ngx_int_t
 ngx_http_dqe_oauth_json_members(ngx_http_dqe_oauth_json_t *j,
     ngx_http_dqe_oauth_json_member_t *members, ngx_uint_t *n)
 {
+    ngx_int_t                          rc;
     ngx_uint_t                         room;
     ngx_http_dqe_oauth_json_member_t   m, *mp;
 
@@ -152,23 +155,11 @@ ngx_http_dqe_oauth_json_members(ngx_http_dqe_oauth_json_t *j,
             return NGX_ERROR;
         }
 
-        ngx_http_dqe_oauth_json_space(j);
+        rc = ngx_http_dqe_oauth_json_next(j, '}');
 
-        if (j->pos == j->last) {
-            return NGX_ERROR;
+        if (rc != NGX_AGAIN) {
+            return rc;
         }
-
-        if (*j->pos == '}') {
-            j->pos++;
-            j->depth--;
-            return NGX_OK;
-        }
-
-        if (*j->pos++ != ',') {
-            return NGX_ERROR;
-        }
-
-        ngx_http_dqe_oauth_json_space(j);
     }
 }
 
@@ -215,6 +206,7 @@ ngx_http_dqe_oauth_json_value(ngx_http_dqe_oauth_json_t *j,
 static ngx_int_t
 ngx_http_dqe_oauth_json_array(ngx_http_dqe_oauth_json_t *j)
 {
+    ngx_int_t                         rc;
     ngx_http_dqe_oauth_json_member_t  m;
 
     if (++j->depth > NGX_HTTP_DQE_OAUTH_JSON_DEPTH) {
@@ -236,24 +228,42 @@ ngx_http_dqe_oauth_json_array(ngx_http_dqe_oauth_json_t *j)
             return NGX_ERROR;
         }
 
-        ngx_http_dqe_oauth_json_space(j);
+        rc = ngx_http_dqe_oauth_json_next(j, ']');
 
-        if (j->pos == j->last) {
-            return NGX_ERROR;
+        if (rc != NGX_AGAIN) {
+            return rc;
         }
-
-        if (*j->pos == ']') {
-            j->pos++;
-            j->depth--;
-            return NGX_OK;
-        }
-
-        if (*j->pos++ != ',') {
-            return NGX_ERROR;
-        }
-
-        ngx_http_dqe_oauth_json_space(j);
     }
+}
+
+
+/*
+ * After a member or an element: NGX_AGAIN, a "," and another follows;
+ * NGX_OK, the object or array is closed
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_json_next(ngx_http_dqe_oauth_json_t *j, u_char close)
+{
+    ngx_http_dqe_oauth_json_space(j);
+
+    if (j->pos == j->last) {
+        return NGX_ERROR;
+    }
+
+    if (*j->pos == close) {
+        j->pos++;
+        j->depth--;
+        return NGX_OK;
+    }
+
+    if (*j->pos++ != ',') {
+        return NGX_ERROR;
+    }
+
+    ngx_http_dqe_oauth_json_space(j);
+
+    return NGX_AGAIN;
 }
 
 
