@@ -673,11 +673,16 @@ ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
     dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
 
     if (dn == NULL) {
-        dn = (why == NGX_HTTP_DQE_OAUTH_RENEW) ? NULL
-                                               : ngx_http_dqe_oauth_create(cred);
-        rc = (why == NGX_HTTP_DQE_OAUTH_RENEW) ? NGX_DECLINED : NGX_ERROR;
 
+        if (why == NGX_HTTP_DQE_OAUTH_RENEW) {
+            /* evicted meanwhile: nothing to renew */
+            rc = NGX_DECLINED;
+            goto done;
+        }
+
+        dn = ngx_http_dqe_oauth_create(cred);
         if (dn == NULL) {
+            rc = NGX_ERROR;
             goto done;
         }
     }
