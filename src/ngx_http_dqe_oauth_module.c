@@ -905,7 +905,8 @@ ngx_http_dqe_oauth_init(ngx_conf_t *cf)
 
 
 /*
- * dqe_oauth_keep_warm: each worker looks at the credential sets that ask
+ * When a worker starts: its version in the log, and for
+ * dqe_oauth_keep_warm, each worker looks at the credential sets that ask
  * for it, at once and then as often as their entries need (at most a
  * second apart); the zone's in-flight mark lets one fetch run for all.
  */
@@ -913,7 +914,7 @@ ngx_http_dqe_oauth_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_dqe_oauth_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                        i;
+    ngx_uint_t                        i, warm;
     ngx_http_dqe_oauth_cred_t       **credp;
     ngx_http_dqe_oauth_main_conf_t   *dmcf;
 
@@ -931,14 +932,19 @@ ngx_http_dqe_oauth_init_process(ngx_cycle_t *cycle)
     }
 
     credp = dmcf->creds.elts;
+    warm = 0;
 
     for (i = 0; i < dmcf->creds.nelts; i++) {
         if (credp[i]->keep_warm) {
-            break;
+            warm++;
         }
     }
 
-    if (i == dmcf->creds.nelts) {
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  NGX_HTTP_DQE_OAUTH_VER ": %ui credential sets, %ui kept "
+                  "warm", dmcf->creds.nelts, warm);
+
+    if (warm == 0) {
         return NGX_OK;
     }
 

@@ -15,6 +15,10 @@
 #include "ngx_http_dqe_oauth_time.h"
 
 
+#define NGX_HTTP_DQE_OAUTH_VERSION         "0.2.0"
+#define NGX_HTTP_DQE_OAUTH_VER             "ngx_http_dqe_oauth_module/" \
+                                           NGX_HTTP_DQE_OAUTH_VERSION
+
 /* bump whenever the layout of the shared zone changes */
 #define NGX_HTTP_DQE_OAUTH_ZONE_VERSION    3
 #define NGX_HTTP_DQE_OAUTH_ZONE_MAGIC      0x44514531  /* "DQE1" */

@@ -1,7 +1,8 @@
-# The mock DQE server on its own, against DQE's contract (DEVELOPERS.md and
-# DQE's page): every row, GET and POST, the refresh flow, the protected
-# API, the controls and counters.  Plain HTTP here, so that no TLS client
-# is needed; nginx talks to it over TLS in the other files.
+# The mock DQE server on its own, against DQE's contract (DQE's page on
+# its token endpoint, as t/dqe_mock.md sums it up): every row, GET and
+# POST, the refresh flow, the protected API, the controls and counters.
+# Plain HTTP here, so that no TLS client is needed; nginx talks to it over
+# TLS in the other files.
 
 use strict;
 use warnings;

@@ -40,6 +40,15 @@ my $http = "    server {\n"
 
 ok($ngx->start(http => $http), 'nginx starts, no request is made');
 
+my @started;
+for (1 .. 50) {
+    @started = $ngx->log =~ /\[notice\] .*ngx_http_dqe_oauth_module\/\d+\.\d+\.\d+: 3 credential sets, 2 kept warm/g;
+    last if @started >= 2;
+    sleep 0.1;
+}
+
+is(scalar @started, 2, 'each worker logs the version when it starts');
+
 # both keep-warm sets asked DQE (one got a token, one a refusal); then a
 # moment more, in which nothing else may come
 
