@@ -10,6 +10,8 @@
 #   make test-static  the suite against that binary
 #   make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make valgrind every token path under valgrind's memcheck
+#   make deb      the Debian package libnginx-mod-http-dqe-oauth (build/deb)
+#   make test-deb installs it into the system nginx, uses it, purges it
 #   make deps     install the Debian packages needed (as root)
 
 SHELL      := /bin/bash
@@ -28,12 +30,13 @@ DEPS       := nginx nginx-dev gcc make openssl curl python3 \
               libtext-diff-perl liburi-perl libhttp-message-perl \
               libipc-run-perl wrk libnginx-mod-http-lua lua-resty-core \
               libpcre3-dev libssl-dev zlib1g-dev patch xz-utils \
-              nghttp2-client clang libclang-rt-14-dev time valgrind
+              nghttp2-client clang libclang-rt-14-dev time valgrind \
+              debhelper dpkg-dev
 
 SOURCES    := config $(wildcard src/*.c src/*.h)
 
 .PHONY: all deps run stop test bench asan static test-static fuzz valgrind \
-        clean
+        deb test-deb clean
 
 all: $(MODULE)
 
@@ -87,6 +90,21 @@ $(STATIC)/nginx: $(SOURCES)
 
 test-static: deps $(STATIC)/nginx
 	TEST_NGINX_BINARY=$(STATIC)/nginx DQE_MODULE=static bash t/prove.sh
+
+# with Debian's tooling (dh-sequence-nginx, as Debian's libnginx-mod-*),
+# from a copy of the tree, so that the build leaves it as it is
+DEB        := $(BUILD)/deb
+
+deb: deps
+	rm -rf $(DEB) && mkdir -p $(DEB)/src
+	tar --exclude=./build --exclude=./.git --exclude='./t/servroot*' \
+	    --exclude=./run -cf - . | tar xf - -C $(DEB)/src
+	cd $(DEB)/src && dpkg-buildpackage -b -us -uc >../build.log 2>&1 \
+	    || { tail -30 ../build.log; exit 1; }
+	@ls $(DEB)/*.deb
+
+test-deb: deb
+	prove -I t/lib t/deb.pl
 
 valgrind: deps $(MODULE)
 	TEST_NGINX_BINARY=$(NGINX) DQE_MODULE=$(MODULE) \
