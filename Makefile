@@ -10,6 +10,9 @@
 #   make test-static  the suite against that binary
 #   make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make valgrind every token path under valgrind's memcheck
+#   make check-build NGINX_SOURCE=dir
+#                 dynamic and static builds against that nginx source tree
+#                 (or tarball), and the suite against each
 #   make deb      the Debian package libnginx-mod-http-dqe-oauth (build/deb)
 #   make test-deb installs it into the system nginx, uses it, purges it
 #   make deps     install the Debian packages needed (as root)
@@ -36,7 +39,7 @@ DEPS       := nginx nginx-dev gcc make openssl curl python3 \
 SOURCES    := config $(wildcard src/*.c src/*.h)
 
 .PHONY: all deps run stop test bench asan static test-static fuzz valgrind \
-        deb test-deb clean
+        deb test-deb check-build clean
 
 all: $(MODULE)
 
@@ -90,6 +93,19 @@ $(STATIC)/nginx: $(SOURCES)
 
 test-static: deps $(STATIC)/nginx
 	TEST_NGINX_BINARY=$(STATIC)/nginx DQE_MODULE=static bash t/prove.sh
+
+CHECK      := $(BUILD)/check
+
+check-build: deps
+	@test -n "$(NGINX_SOURCE)" || { echo "give NGINX_SOURCE=dir"; exit 1; }
+	bash t/build.sh dynamic $(NGINX_SOURCE) $(CHECK)/dynamic
+	bash t/unit/run.sh
+	TEST_NGINX_BINARY=$(CHECK)/dynamic/nginx \
+	    DQE_MODULE=$(CHECK)/dynamic/ngx_http_dqe_oauth_module.so \
+	    bash t/prove.sh
+	bash t/build.sh static $(NGINX_SOURCE) $(CHECK)/static
+	TEST_NGINX_BINARY=$(CHECK)/static/nginx DQE_MODULE=static \
+	    bash t/prove.sh
 
 # with Debian's tooling (dh-sequence-nginx, as Debian's libnginx-mod-*),
 # from a copy of the tree, so that the build leaves it as it is

@@ -16,7 +16,7 @@ use Test::More;
 use Test::DQE;
 use Time::HiRes qw(sleep);
 
-my $lua = -f '/usr/lib/nginx/modules/ngx_http_lua_module.so';
+my $lua = Test::DQE::lua_loads();
 
 my $ngx = Test::DQE::Nginx->new('fetch-lifecycle');
 my $port3 = Test::DQE::free_port();
@@ -131,7 +131,7 @@ sub counters { mock('/__mock/stats?reset=counters') }
 # --- neighbours: each works fully, then the next request on the connection
 
 SKIP: {
-    skip 'no libnginx-mod-http-lua', 4 unless $lua;
+    skip 'Debian\'s Lua module does not load into this nginx', 4 unless $lua;
 
     counters();
     my @r = $ngx->keepalive('/lua/cold', '/lua/warm');
@@ -252,7 +252,7 @@ mock('/__mock/config?ttl=300');
 mock('/__mock/config?ttl=2');
 
 SKIP: {
-    skip 'no libnginx-mod-http-lua', 2 unless $lua;
+    skip 'Debian\'s Lua module does not load into this nginx', 2 unless $lua;
 
     $ngx->get('/luaren/r1');
     sleep 0.9;                      # past the refresh point (50%)

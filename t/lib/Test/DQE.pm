@@ -708,6 +708,32 @@ sub h2 {
 
 package Test::DQE;
 
+# whether Debian's Lua module loads into the nginx under test (it is
+# built for Debian's nginx 1.22: other versions refuse it)
+
+sub lua_loads {
+    my $binary = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
+    my $dir = "/tmp/dqe-lua-check.$$";
+
+    return 0 unless -f '/usr/lib/nginx/modules/ngx_http_lua_module.so';
+
+    mkdir $dir;
+    open my $fh, '>', "$dir/nginx.conf" or return 0;
+    print $fh "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
+        . "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n"
+        . "error_log /dev/null; pid $dir/nginx.pid;\n"
+        . "events { }\n";
+    close $fh;
+
+    my $ok = system("$binary -p $dir/ -c $dir/nginx.conf -t -q "
+                    . ">/dev/null 2>&1") == 0;
+
+    unlink "$dir/nginx.conf";
+    rmdir $dir;
+
+    return $ok;
+}
+
 # GET on the mock's control port: the body
 
 sub mock {
