@@ -363,7 +363,11 @@ ngx_http_dqe_oauth_merge_endpoint(ngx_conf_t *cf,
 
 #if (NGX_HTTP_SSL)
 
-    if (ucf && ucf->ssl && !ucf->ssl_verify) {
+    /* not ucf->ssl: nginx 1.23.1 and later give every location one */
+
+    if (ucf && !ucf->ssl_verify
+        && ngx_strncmp(ep->url.data, "https://", sizeof("https://") - 1) == 0)
+    {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "dqe_oauth: the token requests to \"%V\" would not "
                       "verify the server's certificate, and they carry the "

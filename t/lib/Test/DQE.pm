@@ -290,14 +290,15 @@ sub stats {
 
 # what no log may hold, in any block or scenario: an alert or worse, a
 # socket left open at reload or exit, the test secret, a token outside
-# nginx core's debug dumps of request headers (those of the upstream
-# request, and of a request nginx receives from itself)
+# nginx core's debug dumps of request headers: those of the upstream
+# request (proxy, grpc, fastcgi, uwsgi, scgi), and, where a test's
+# upstream is nginx itself, of what it receives and echoes
 
 our @NO_LEAK = (
     qr/\[(?:alert|crit|emerg)\]/,
     qr/open socket #\d+ left/,
     qr/s3cr3t|other-pass|bulk-pass/,
-    qr/^(?!Authorization: Bearer TK|.*http (?:proxy )?header: "Authorization: Bearer TK).*TK[0-9a-f]{40}/,
+    qr/^(?!Authorization: Bearer TK|.*(?:http (?:proxy )?header|http2 header|grpc header|(?:fastcgi|uwsgi|scgi) param|http script var): "(?:(?i:authorization): |HTTP_AUTHORIZATION: )?Bearer TK).*TK[0-9a-f]{40}/,
 );
 
 sub no_leak { return @NO_LEAK }
