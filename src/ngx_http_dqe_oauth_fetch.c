@@ -491,6 +491,9 @@ ngx_http_dqe_oauth_send(ngx_http_dqe_oauth_fetch_t *fetch)
     fetch->received = 0;
     ngx_memzero(&fetch->failure, sizeof(ngx_http_dqe_oauth_failure_t));
 
+    fetch->claim.sent = ngx_current_msec;
+    fetch->claim.grant = fetch->refreshing;
+
     if (fetch->refreshing) {
         args = NULL;
         body = &fetch->body;
@@ -881,9 +884,14 @@ ngx_http_dqe_oauth_next(ngx_http_request_t *r)
         return;
     }
 
-    if (fetch->refreshing && fetch->failure.status >= 400 && fetch->failure.status < 500) {
+    if (fetch->refreshing
+        && fetch->failure.status >= 400 && fetch->failure.status < 500)
+    {
 
         /* DQE refused the refresh token: the licence and secret, at once */
+
+        ngx_http_dqe_oauth_zone_count(fetch->cred, &fetch->claim,
+                                      fetch->failure.error);
 
         p = ngx_http_dqe_oauth_cause(buf, buf + sizeof(buf), fetch->failure.error,
                                      fetch->failure.status);
@@ -915,6 +923,9 @@ ngx_http_dqe_oauth_outcome(ngx_http_dqe_oauth_fetch_t *fetch)
 {
     fetch->ended = 1;
 
+    ngx_http_dqe_oauth_zone_count(fetch->cred, &fetch->claim,
+                                  fetch->failure.error);
+
     if (fetch->failure.error == NGX_HTTP_DQE_OAUTH_OK) {
         ngx_http_dqe_oauth_store(fetch);
 
@@ -938,7 +949,9 @@ ngx_http_dqe_oauth_store(ngx_http_dqe_oauth_fetch_t *fetch)
 
     ngx_http_dqe_oauth_token_times(fetch->claim.start, fetch->tk.expires_in,
                                    cred->expiry_margin, cred->refresh_ahead,
-                                   cred->refresh_ahead_pct, &t);
+                                   cred->refresh_ahead_pct,
+                                   ngx_http_dqe_oauth_zone_jitter(cred->zone),
+                                   &t);
 
     if (t.clamped && !cred->warned) {
         cred->warned = 1;

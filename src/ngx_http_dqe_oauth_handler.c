@@ -8,6 +8,12 @@
  * on the cache while a fetch is in flight, and answers with a defined
  * status when no token can be had.  Fetches themselves belong to the
  * cache entry (ngx_http_dqe_oauth_fetch.c): a request never runs one.
+ *
+ * The warm path reads this worker's copy of the token (the L1, in the
+ * credential set), checked against the zone's generation: no lock, no
+ * shared write.  It goes to the zone once the copy is a second old (to
+ * keep the entry's LRU place) or past its "until".  Request counts are
+ * kept per worker and added to the zone at most 100 ms later.
  */
 
 
@@ -29,7 +35,7 @@
 typedef struct {
     ngx_http_request_t             *request;
     ngx_http_dqe_oauth_cred_t      *cred;
-    ngx_str_t                       outcome;    /* $dqe_oauth_status */
+    ngx_uint_t                      outcome;    /* $dqe_oauth_status */
 
     ngx_uint_t                      since;      /* see zone_get */
     ngx_msec_t                      delay;
@@ -39,11 +45,18 @@ typedef struct {
     unsigned                        waiting:1;  /* since is set */
     unsigned                        queued:1;
     unsigned                        started:1;  /* it asked for the fetch */
-    unsigned                        done:1;
+    unsigned                        done:1;     /* outcome is set */
 } ngx_http_dqe_oauth_ctx_t;
 
 
 static ngx_int_t ngx_http_dqe_oauth_handler(ngx_http_request_t *r);
+static ngx_flag_t ngx_http_dqe_oauth_l1(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_str_t *token);
+static void ngx_http_dqe_oauth_l1_copy(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_view_t *view, ngx_log_t *log);
+static void ngx_http_dqe_oauth_count(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_uint_t outcome);
+static void ngx_http_dqe_oauth_flush_handler(ngx_event_t *ev);
 static ngx_http_dqe_oauth_ctx_t *ngx_http_dqe_oauth_create_ctx(
     ngx_http_request_t *r, ngx_http_dqe_oauth_cred_t *cred);
 static void ngx_http_dqe_oauth_cleanup(void *data);
@@ -54,12 +67,28 @@ static ngx_int_t ngx_http_dqe_oauth_wait(ngx_http_request_t *r,
 static void ngx_http_dqe_oauth_wait_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_dqe_oauth_fail(ngx_http_request_t *r,
     ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_view_t *view);
+static ngx_int_t ngx_http_dqe_oauth_retry_after(ngx_http_request_t *r,
+    ngx_msec_t left);
 static ngx_int_t ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dqe_oauth_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+static ngx_event_t  ngx_http_dqe_oauth_flush_event;
+
+
+/* by ngx_http_dqe_oauth_outcome_e */
+
+static ngx_str_t  ngx_http_dqe_oauth_outcomes[] = {
+    ngx_string("HIT"),
+    ngx_string("MISS"),
+    ngx_string("WAIT"),
+    ngx_string("RENEW"),
+    ngx_string("STALE"),
+    ngx_string("ERROR")
+};
 
 
 static ngx_http_variable_t  ngx_http_dqe_oauth_vars[] = {
@@ -124,27 +153,47 @@ ngx_http_dqe_oauth_handler_init(ngx_conf_t *cf)
 }
 
 
+void
+ngx_http_dqe_oauth_handler_init_process(ngx_cycle_t *cycle)
+{
+    /* data: anything readable, for the timer's debug line */
+    ngx_http_dqe_oauth_flush_event.data = cycle;
+    ngx_http_dqe_oauth_flush_event.handler = ngx_http_dqe_oauth_flush_handler;
+    ngx_http_dqe_oauth_flush_event.log = cycle->log;
+    ngx_http_dqe_oauth_flush_event.cancelable = 1;
+}
+
+
 static ngx_int_t
 ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
 {
     ngx_int_t                       rc;
+    ngx_str_t                       token;
     ngx_uint_t                     *since;
     ngx_http_dqe_oauth_ctx_t       *ctx;
     ngx_http_dqe_oauth_view_t       view;
+    ngx_http_dqe_oauth_cred_t      *cred;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
+    cred = conf->cred;
 
     /*
      * a location with no content handler serves files (static, index,
      * autoindex): nothing goes upstream, no token is needed
      */
 
-    if (conf->cred == NULL || r->content_handler == NULL) {
+    if (cred == NULL || r->content_handler == NULL) {
         return ngx_http_dqe_oauth_take_back(r);
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
+
+    if (ctx == NULL && ngx_http_dqe_oauth_l1(cred, &token)) {
+        /* the warm path: a token, no context, no lock */
+        ngx_http_dqe_oauth_count(cred, NGX_HTTP_DQE_OAUTH_HIT);
+        return ngx_http_dqe_oauth_set_header(r, &token);
+    }
 
     if (ctx) {
         if (ctx->done) {
@@ -163,15 +212,19 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
 
     since = (ctx && ctx->waiting) ? &ctx->since : NULL;
 
-    rc = ngx_http_dqe_oauth_zone_get(conf->cred, since, &view);
+    rc = ngx_http_dqe_oauth_zone_get(cred, since, &view);
 
     if (rc == NGX_OK && ctx == NULL && !view.renew) {
-        /* the warm path: a token, no context */
-        return ngx_http_dqe_oauth_set_header(r, &view.token);
+        ngx_http_dqe_oauth_l1_copy(cred, &view, r->connection->log);
+
+        if (!view.stale) {
+            ngx_http_dqe_oauth_count(cred, NGX_HTTP_DQE_OAUTH_HIT);
+            return ngx_http_dqe_oauth_set_header(r, &view.token);
+        }
     }
 
     if (ctx == NULL) {
-        ctx = ngx_http_dqe_oauth_create_ctx(r, conf->cred);
+        ctx = ngx_http_dqe_oauth_create_ctx(r, cred);
         if (ctx == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -191,7 +244,7 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
         ctx->since = view.completed;
         ctx->waiting = 1;
 
-        rc = ngx_http_dqe_oauth_fetch(conf->cred, NGX_HTTP_DQE_OAUTH_COLD,
+        rc = ngx_http_dqe_oauth_fetch(cred, NGX_HTTP_DQE_OAUTH_COLD,
                                       r->connection->log, NULL);
 
         if (rc == NGX_ERROR) {
@@ -258,6 +311,108 @@ ngx_http_dqe_oauth_create_ctx(ngx_http_request_t *r,
 }
 
 
+/*
+ * This worker's copy of the token, if it still holds: the zone has not
+ * changed since it was made, it is not past its "until" (the refresh
+ * point, see zone_get), and it is less than a second old, so that the
+ * entry keeps its place in the zone's LRU.  A stale token is left to
+ * the zone's path, which tells it apart.
+ */
+
+static ngx_flag_t
+ngx_http_dqe_oauth_l1(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token)
+{
+    ngx_msec_t  now;
+
+    now = ngx_current_msec;
+
+    if (!cred->l1_valid
+        || cred->l1_stale
+        || cred->l1_generation
+           != ngx_http_dqe_oauth_zone_generation(cred->zone)
+        || !ngx_http_dqe_oauth_after(cred->l1_until, now)
+        || now - cred->l1_copied >= 1000)
+    {
+        return 0;
+    }
+
+    token->data = cred->l1_data;
+    token->len = cred->l1_len;
+
+    return 1;
+}
+
+
+static void
+ngx_http_dqe_oauth_l1_copy(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_view_t *view, ngx_log_t *log)
+{
+    if (cred->l1_data == NULL) {
+        cred->l1_data = ngx_alloc(NGX_HTTP_DQE_OAUTH_TOKEN_MAX, log);
+        if (cred->l1_data == NULL) {
+            return;
+        }
+    }
+
+    ngx_memcpy(cred->l1_data, view->token.data, view->token.len);
+
+    cred->l1_len = view->token.len;
+    cred->l1_generation = view->generation;
+    cred->l1_until = view->until;
+    cred->l1_copied = ngx_current_msec;
+    cred->l1_stale = view->stale;
+    cred->l1_valid = 1;
+}
+
+
+/* a request's outcome, counted here and added to the zone soon */
+
+static void
+ngx_http_dqe_oauth_count(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t outcome)
+{
+    cred->counts[outcome]++;
+    cred->counted = 1;
+
+    if (!ngx_http_dqe_oauth_flush_event.timer_set) {
+        ngx_add_timer(&ngx_http_dqe_oauth_flush_event,
+                      NGX_HTTP_DQE_OAUTH_FLUSH_EVERY);
+    }
+}
+
+
+static void
+ngx_http_dqe_oauth_flush_handler(ngx_event_t *ev)
+{
+    ngx_http_dqe_oauth_flush();
+}
+
+
+/* this worker's counts into the zone: by the timer, the status, at exit */
+
+void
+ngx_http_dqe_oauth_flush(void)
+{
+    ngx_uint_t                        i;
+    ngx_http_dqe_oauth_cred_t       **credp;
+    ngx_http_dqe_oauth_main_conf_t   *dmcf;
+
+    dmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_dqe_oauth_module);
+
+    if (dmcf == NULL || !dmcf->used) {
+        return;
+    }
+
+    credp = dmcf->creds.elts;
+
+    for (i = 0; i < dmcf->creds.nelts; i++) {
+        if (credp[i]->counted) {
+            ngx_http_dqe_oauth_zone_flush(credp[i]);
+        }
+    }
+}
+
+
 /* the request is gone: nothing may wake it any more */
 
 static void
@@ -291,15 +446,12 @@ ngx_http_dqe_oauth_use(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
     ctx->done = 1;
 
     if (ctx->waiting) {
-        if (ctx->started) {
-            ngx_str_set(&ctx->outcome, "MISS");
-
-        } else {
-            ngx_str_set(&ctx->outcome, "WAIT");
-        }
+        ctx->outcome = ctx->started ? NGX_HTTP_DQE_OAUTH_MISS
+                                    : NGX_HTTP_DQE_OAUTH_WAIT;
 
     } else {
-        ngx_str_set(&ctx->outcome, "HIT");
+        ctx->outcome = view->stale ? NGX_HTTP_DQE_OAUTH_STALE
+                                   : NGX_HTTP_DQE_OAUTH_HIT;
     }
 
     /* first: view->token is in a buffer the next zone call overwrites */
@@ -311,8 +463,10 @@ ngx_http_dqe_oauth_use(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
                                     r->connection->log, NULL)
            == NGX_OK)
     {
-        ngx_str_set(&ctx->outcome, "RENEW");
+        ctx->outcome = NGX_HTTP_DQE_OAUTH_RENEWED;
     }
+
+    ngx_http_dqe_oauth_count(ctx->cred, ctx->outcome);
 
     return rc;
 }
@@ -413,7 +567,9 @@ ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
     ctx->done = 1;
-    ngx_str_set(&ctx->outcome, "ERROR");
+    ctx->outcome = NGX_HTTP_DQE_OAUTH_ERROR;
+
+    ngx_http_dqe_oauth_count(ctx->cred, NGX_HTTP_DQE_OAUTH_ERROR);
 
     last = buf + sizeof(buf);
 
@@ -443,7 +599,42 @@ ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
 
+    if (view->retry_in
+        && ngx_http_dqe_oauth_retry_after(r, view->retry_in) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return conf->error_status;
+}
+
+
+/* during a backoff: when to come back, in whole seconds rounded up */
+
+static ngx_int_t
+ngx_http_dqe_oauth_retry_after(ngx_http_request_t *r, ngx_msec_t left)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->value.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (h->value.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+    ngx_str_set(&h->key, "Retry-After");
+    h->value.len = ngx_sprintf(h->value.data, "%M", (left + 999) / 1000)
+                   - h->value.data;
+
+    return NGX_OK;
 }
 
 
@@ -506,15 +697,15 @@ ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
 /*
  * $dqe_oauth_status: how this request got its token, for access logs:
  * HIT (cached), RENEW (cached, and it started a background renewal),
- * WAIT (waited for another request's fetch), MISS (waited for the fetch
- * it asked for), ERROR.
+ * STALE (cached, its renewal has failed: used until its cutoff), WAIT
+ * (waited for another request's fetch), MISS (waited for the fetch it
+ * asked for), ERROR.
  */
 
 static ngx_int_t
 ngx_http_dqe_oauth_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_str_t                       hit = ngx_string("HIT");
     ngx_str_t                      *s;
     ngx_http_dqe_oauth_ctx_t       *ctx;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
@@ -522,12 +713,12 @@ ngx_http_dqe_oauth_status_variable(ngx_http_request_t *r,
     ctx = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
     conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
 
-    if (ctx && ctx->outcome.len) {
-        s = &ctx->outcome;
+    if (ctx && ctx->done) {
+        s = &ngx_http_dqe_oauth_outcomes[ctx->outcome];
 
     } else if (ctx == NULL && conf->cred && ngx_http_dqe_oauth_ours(r)) {
         /* the warm path leaves no context, only our header */
-        s = &hit;
+        s = &ngx_http_dqe_oauth_outcomes[NGX_HTTP_DQE_OAUTH_HIT];
 
     } else {
         v->not_found = 1;

@@ -28,9 +28,12 @@ static ngx_int_t ngx_http_dqe_oauth_cred_texts(ngx_conf_t *cf,
     ngx_http_dqe_oauth_loc_conf_t *conf, ngx_http_dqe_oauth_cred_t *cred);
 static ngx_int_t ngx_http_dqe_oauth_init_process(ngx_cycle_t *cycle);
 static void ngx_http_dqe_oauth_warm_handler(ngx_event_t *ev);
+static void ngx_http_dqe_oauth_exit_process(ngx_cycle_t *cycle);
 
 static char *ngx_http_dqe_oauth_set_str(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_dqe_oauth_set_secret_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_dqe_oauth_set_scope(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_dqe_oauth_set_server(ngx_conf_t *cf,
@@ -80,6 +83,13 @@ static ngx_command_t  ngx_http_dqe_oauth_commands[] = {
     { ngx_string("dqe_oauth_secret"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_dqe_oauth_set_str,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, secret),
+      NULL },
+
+    { ngx_string("dqe_oauth_secret_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_dqe_oauth_set_secret_file,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_dqe_oauth_loc_conf_t, secret),
       NULL },
@@ -140,6 +150,13 @@ static ngx_command_t  ngx_http_dqe_oauth_commands[] = {
       offsetof(ngx_http_dqe_oauth_loc_conf_t, error_status),
       NULL },
 
+    { ngx_string("dqe_oauth_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_dqe_oauth_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("dqe_oauth_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_dqe_oauth_set_zone,
@@ -176,7 +193,7 @@ ngx_module_t  ngx_http_dqe_oauth_module = {
     ngx_http_dqe_oauth_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_dqe_oauth_exit_process,       /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -343,20 +360,20 @@ ngx_http_dqe_oauth_incomplete(ngx_conf_t *cf,
     }
 
     if (conf->server.data == NULL) {
-        missing = "dqe_oauth_server";
+        missing = "\"dqe_oauth_server\"";
 
     } else if (conf->licence.data == NULL) {
-        missing = "dqe_oauth_licence";
+        missing = "\"dqe_oauth_licence\"";
 
     } else if (conf->secret.data == NULL) {
-        missing = "dqe_oauth_secret";
+        missing = "\"dqe_oauth_secret\" or \"dqe_oauth_secret_file\"";
 
     } else {
-        missing = "dqe_oauth_scope";
+        missing = "\"dqe_oauth_scope\"";
     }
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "location \"%V\" uses dqe_oauth but has no \"%s\": "
+                       "location \"%V\" uses dqe_oauth but has no %s: "
                        "set it in the location or in an enclosing server{} "
                        "or http{} block, or write \"dqe_oauth off;\"",
                        &clcf->name, missing);
@@ -473,6 +490,9 @@ ngx_http_dqe_oauth_cred_texts(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
+    cred->licence = conf->licence;
+    cred->scope = conf->scope;
+
     cred->label.data = p;
     cred->label.len = ngx_sprintf(p, "server \"%V\", licence \"%V\", "
                                   "scope \"%V\"", &conf->endpoint->url,
@@ -516,6 +536,112 @@ ngx_http_dqe_oauth_set_str(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     *field = value[1];
+    dlcf->set_here = 1;
+
+    dmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dqe_oauth_module);
+    dmcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The secret from a file, read now (as root, before workers start): one
+ * line, one trailing newline dropped, so that nginx -T shows no secret.
+ */
+
+static char *
+ngx_http_dqe_oauth_set_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_dqe_oauth_loc_conf_t *dlcf = conf;
+
+    u_char                          *p;
+    ssize_t                          n;
+    ngx_fd_t                         fd;
+    ngx_str_t                       *value, name, secret;
+    ngx_uint_t                       i;
+    ngx_file_info_t                  fi;
+    ngx_http_dqe_oauth_main_conf_t  *dmcf;
+
+    if (dlcf->secret.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    name = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "dqe_oauth_secret_file \"%s\" cannot be read",
+                           name.data);
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_HTTP_DQE_OAUTH_TOKEN_MAX + 1);
+
+    n = (p == NULL || ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) ? -1
+        : read(fd, p, NGX_HTTP_DQE_OAUTH_TOKEN_MAX + 1);
+
+    if (n == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "dqe_oauth_secret_file \"%s\" cannot be read",
+                           name.data);
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    (void) ngx_close_file(fd);
+
+    if (n > NGX_HTTP_DQE_OAUTH_TOKEN_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "dqe_oauth_secret_file \"%s\" is too big for a "
+                           "secret (over %d bytes)",
+                           name.data, NGX_HTTP_DQE_OAUTH_TOKEN_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    secret.data = p;
+    secret.len = n;
+
+    if (secret.len && p[secret.len - 1] == LF) {
+        secret.len--;
+
+        if (secret.len && p[secret.len - 1] == CR) {
+            secret.len--;
+        }
+    }
+
+    if (secret.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "dqe_oauth_secret_file \"%s\" is empty",
+                           name.data);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < secret.len; i++) {
+        if (p[i] < 0x20 || p[i] == 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "dqe_oauth_secret_file \"%s\" must hold the "
+                               "secret alone on one line, with no control "
+                               "characters", name.data);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_file_access(&fi) & 0004) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "dqe_oauth_secret_file \"%s\" can be read by "
+                           "any user: \"chmod o-r\" it", name.data);
+    }
+
+    dlcf->secret = secret;
     dlcf->set_here = 1;
 
     dmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dqe_oauth_module);
@@ -931,6 +1057,8 @@ ngx_http_dqe_oauth_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_dqe_oauth_handler_init_process(cycle);
+
     credp = dmcf->creds.elts;
     warm = 0;
 
@@ -990,4 +1118,13 @@ ngx_http_dqe_oauth_warm_handler(ngx_event_t *ev)
     }
 
     ngx_add_timer(ev, ngx_max(next, 10));
+}
+
+
+/* the counts this worker has not yet added to the zone */
+
+static void
+ngx_http_dqe_oauth_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_dqe_oauth_flush();
 }

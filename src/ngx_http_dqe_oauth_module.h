@@ -20,7 +20,7 @@
                                            NGX_HTTP_DQE_OAUTH_VERSION
 
 /* bump whenever the layout of the shared zone changes */
-#define NGX_HTTP_DQE_OAUTH_ZONE_VERSION    3
+#define NGX_HTTP_DQE_OAUTH_ZONE_VERSION    4
 #define NGX_HTTP_DQE_OAUTH_ZONE_MAGIC      0x44514531  /* "DQE1" */
 
 #define NGX_HTTP_DQE_OAUTH_DIGEST_LEN      20          /* SHA-1 */
@@ -55,8 +55,32 @@ typedef enum {
     NGX_HTTP_DQE_OAUTH_ERR_TOKEN_TYPE,
     NGX_HTTP_DQE_OAUTH_ERR_EXPIRES_IN,
     NGX_HTTP_DQE_OAUTH_ERR_NO_ROOM,
-    NGX_HTTP_DQE_OAUTH_ERR_INTERNAL
+    NGX_HTTP_DQE_OAUTH_ERR_INTERNAL,
+    NGX_HTTP_DQE_OAUTH_ERRORS
 } ngx_http_dqe_oauth_err_e;
+
+
+/* how a request got its token: $dqe_oauth_status, and the counters */
+
+typedef enum {
+    NGX_HTTP_DQE_OAUTH_HIT = 0,    /* cached */
+    NGX_HTTP_DQE_OAUTH_MISS,       /* waited for the fetch it asked for */
+    NGX_HTTP_DQE_OAUTH_WAIT,       /* waited for another request's fetch */
+    NGX_HTTP_DQE_OAUTH_RENEWED,    /* cached, and started a renewal */
+    NGX_HTTP_DQE_OAUTH_STALE,      /* cached, its renewal has failed */
+    NGX_HTTP_DQE_OAUTH_ERROR,      /* none */
+    NGX_HTTP_DQE_OAUTH_OUTCOMES
+} ngx_http_dqe_oauth_outcome_e;
+
+
+/* a worker adds its request counts to the zone at most that late (ms) */
+#define NGX_HTTP_DQE_OAUTH_FLUSH_EVERY     100
+
+/* token request duration buckets (ms), for the status histogram */
+
+#define NGX_HTTP_DQE_OAUTH_BUCKETS         9    /* with +Inf */
+#define NGX_HTTP_DQE_OAUTH_BUCKET_LIMITS                                    \
+    { 50, 100, 250, 500, 1000, 2500, 5000, 10000 }
 
 
 /* why a fetch is started */
@@ -95,6 +119,8 @@ typedef struct {
     u_char                          digest[NGX_HTTP_DQE_OAUTH_DIGEST_LEN];
     ngx_str_t                       params;     /* urlencoded fields */
     ngx_str_t                       label;      /* server licence scope */
+    ngx_str_t                       licence;
+    ngx_str_t                       scope;
 
     ngx_uint_t                      method;
     ngx_msec_t                      expiry_margin;
@@ -106,6 +132,23 @@ typedef struct {
 
     ngx_queue_t                     waiters;    /* this worker's requests */
     unsigned                        warned:1;   /* of a clamped renewal */
+
+    /*
+     * This worker's copy of the cached token (the L1 in front of the
+     * zone): good while the zone's generation is the one it was copied
+     * at and until "until"; no lock and no shared write to use it.
+     */
+    u_char                         *l1_data;
+    size_t                          l1_len;
+    ngx_atomic_uint_t               l1_generation;
+    ngx_msec_t                      l1_until;
+    ngx_msec_t                      l1_copied;  /* the LRU touch, too */
+    unsigned                        l1_valid:1;
+    unsigned                        l1_stale:1;
+
+    /* this worker's request counts, not yet added to the zone */
+    ngx_uint_t                      counts[NGX_HTTP_DQE_OAUTH_OUTCOMES];
+    unsigned                        counted:1;
 } ngx_http_dqe_oauth_cred_t;
 
 
@@ -150,7 +193,10 @@ typedef struct {
     ngx_uint_t                      status;
     ngx_msec_t                      retry_in;   /* backoff left */
     ngx_uint_t                      unlogged;   /* failures not logged */
+    ngx_atomic_uint_t               generation; /* the zone's, at the copy */
+    ngx_msec_t                      until;      /* the copy holds till then */
     unsigned                        renew:1;    /* a renewal is due */
+    unsigned                        stale:1;    /* the last renewal failed */
     unsigned                        log:1;      /* this one is */
 } ngx_http_dqe_oauth_view_t;
 
@@ -169,10 +215,40 @@ typedef struct {
 typedef struct {
     ngx_uint_t                      id;         /* the in-flight mark */
     ngx_msec_t                      start;
+    ngx_msec_t                      sent;       /* this token request's */
+    ngx_uint_t                      grant;      /* 1: the refresh grant */
     ngx_pid_t                       stale_pid;  /* whose mark it took */
     ngx_str_t                       token;      /* for the refresh grant, */
     ngx_str_t                       refresh;    /* into a worker buffer */
 } ngx_http_dqe_oauth_claim_t;
+
+
+/* what the status shows of a credential set's entry (times: wall clock ms) */
+
+typedef struct {
+    ngx_uint_t                      requests[NGX_HTTP_DQE_OAUTH_OUTCOMES];
+    ngx_uint_t                      fetches[2][NGX_HTTP_DQE_OAUTH_ERRORS];
+    ngx_uint_t                      buckets[NGX_HTTP_DQE_OAUTH_BUCKETS];
+    uint64_t                        duration_sum;   /* ms */
+    uint64_t                        expires;        /* 0: no token */
+    uint64_t                        renews;
+    uint64_t                        refresh_expires; /* 0: none */
+    uint64_t                        succeeded;      /* 0: never */
+    uint64_t                        backoff_until;  /* 0: none */
+    ngx_uint_t                      failures;       /* consecutive */
+    ngx_uint_t                      purges;
+    unsigned                        found:1;
+    unsigned                        in_flight:1;
+} ngx_http_dqe_oauth_stats_t;
+
+
+typedef struct {
+    size_t                          size;
+    size_t                          used;
+    ngx_uint_t                      entries;
+    ngx_uint_t                      evictions;
+    ngx_uint_t                      alloc_failures;
+} ngx_http_dqe_oauth_zone_stats_t;
 
 
 /* what a token reply carried */
@@ -213,6 +289,16 @@ ngx_int_t ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
     ngx_msec_t *retry);
 ngx_int_t ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
     ngx_str_t *token);
+void ngx_http_dqe_oauth_zone_count(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_claim_t *claim, ngx_uint_t error);
+void ngx_http_dqe_oauth_zone_flush(ngx_http_dqe_oauth_cred_t *cred);
+ngx_atomic_uint_t ngx_http_dqe_oauth_zone_generation(
+    ngx_http_dqe_oauth_zone_t *zone);
+ngx_uint_t ngx_http_dqe_oauth_zone_jitter(ngx_http_dqe_oauth_zone_t *zone);
+void ngx_http_dqe_oauth_zone_stats(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_stats_t *st);
+void ngx_http_dqe_oauth_zone_usage(ngx_shm_zone_t *shm_zone,
+    ngx_http_dqe_oauth_zone_stats_t *zs);
 
 /* ngx_http_dqe_oauth_fetch.c */
 ngx_int_t ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred,
@@ -240,6 +326,8 @@ ngx_flag_t ngx_http_dqe_oauth_refused(ngx_uint_t error);
 
 /* ngx_http_dqe_oauth_handler.c */
 ngx_int_t ngx_http_dqe_oauth_handler_init(ngx_conf_t *cf);
+void ngx_http_dqe_oauth_handler_init_process(ngx_cycle_t *cycle);
+void ngx_http_dqe_oauth_flush(void);
 ngx_int_t ngx_http_dqe_oauth_add_variables(ngx_conf_t *cf);
 void ngx_http_dqe_oauth_wake(ngx_http_dqe_oauth_cred_t *cred);
 
@@ -248,6 +336,11 @@ ngx_int_t ngx_http_dqe_oauth_set_header(ngx_http_request_t *r,
     ngx_str_t *token);
 ngx_int_t ngx_http_dqe_oauth_take_back(ngx_http_request_t *r);
 ngx_table_elt_t *ngx_http_dqe_oauth_ours(ngx_http_request_t *r);
+
+
+/* ngx_http_dqe_oauth_status.c */
+char *ngx_http_dqe_oauth_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 extern ngx_module_t  ngx_http_dqe_oauth_module;

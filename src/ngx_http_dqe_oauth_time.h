@@ -47,12 +47,15 @@ typedef struct {
  * earliest halfway through the token's usable life (so that a renewal
  * ahead too long for short tokens cannot renew on every request);
  * ahead_pct, if not 0, is a share of the lifetime, else ahead is a time.
+ * jitter (of 65536, drawn once per instance) moves the renewal up to a
+ * quarter of the window earlier, so that instances started together do
+ * not renew in step; never before halfway.
  */
 
 static ngx_inline void
 ngx_http_dqe_oauth_token_times(ngx_msec_t start, ngx_uint_t expires_in,
     ngx_msec_t margin, ngx_msec_t ahead, ngx_uint_t ahead_pct,
-    ngx_http_dqe_oauth_times_t *t)
+    ngx_uint_t jitter, ngx_http_dqe_oauth_times_t *t)
 {
     ngx_msec_t  lifetime, usable;
 
@@ -76,6 +79,12 @@ ngx_http_dqe_oauth_token_times(ngx_msec_t start, ngx_uint_t expires_in,
     t->clamped = (ahead > usable / 2);
 
     if (t->clamped) {
+        ahead = usable / 2;
+    }
+
+    ahead += (ngx_msec_t) ((uint64_t) (ahead / 4) * jitter / 65536);
+
+    if (ahead > usable / 2) {
         ahead = usable / 2;
     }
 

@@ -6,7 +6,13 @@
  * seen by every worker, found through an rbtree keyed by the digest of
  * the credentials and aged through an LRU queue.  An entry also holds
  * the in-flight mark that makes token requests single-flight across
- * workers, and the outcome of the last one.
+ * workers, the outcome of the last one, and the counters the status
+ * shows.
+ *
+ * Any change to what a request would read bumps the zone's generation:
+ * each worker keeps a copy of the tokens it uses (the L1, in the
+ * handler), good as long as the generation is the one it copied at, so
+ * that the warm path reads one word and takes no lock.
  *
  * Nothing here knows about requests.  Under the lock, data is only
  * copied into this worker's scratch buffer; the callers allocate and
@@ -40,6 +46,11 @@ typedef struct {
     ngx_queue_t                     queue;      /* LRU, newest first */
     ngx_uint_t                      magic;
     ngx_uint_t                      version;
+    ngx_atomic_t                    generation;
+    ngx_uint_t                      jitter;     /* of 65536, see times */
+    ngx_uint_t                      entries;
+    ngx_uint_t                      evictions;
+    ngx_uint_t                      alloc_failures;
 } ngx_http_dqe_oauth_shctx_t;
 
 
@@ -78,6 +89,15 @@ typedef struct {
     ngx_msec_t                      logged;     /* the last failure line */
     ngx_uint_t                      unlogged;   /* failures since */
 
+    /* for the status */
+    ngx_uint_t                      requests[NGX_HTTP_DQE_OAUTH_OUTCOMES];
+    ngx_uint_t                      fetches[2][NGX_HTTP_DQE_OAUTH_ERRORS];
+    ngx_uint_t                      buckets[NGX_HTTP_DQE_OAUTH_BUCKETS];
+    uint64_t                        duration_sum;
+    uint64_t                        succeeded;  /* wall clock ms */
+    ngx_uint_t                      failures;   /* consecutive */
+    ngx_uint_t                      purges;
+
     unsigned                        fetching:1;
     unsigned                        backing_off:1;
     unsigned                        has_purged:1;
@@ -90,7 +110,7 @@ static ngx_int_t ngx_http_dqe_oauth_init_zone(ngx_shm_zone_t *shm_zone,
 static void ngx_http_dqe_oauth_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_dqe_oauth_node_t *ngx_http_dqe_oauth_lookup(
-    ngx_http_dqe_oauth_zone_t *zone, u_char *digest);
+    ngx_http_dqe_oauth_zone_t *zone, u_char *digest, ngx_flag_t touch);
 static ngx_http_dqe_oauth_node_t *ngx_http_dqe_oauth_create(
     ngx_http_dqe_oauth_cred_t *cred);
 static void *ngx_http_dqe_oauth_alloc(ngx_http_dqe_oauth_cred_t *cred,
@@ -104,6 +124,9 @@ static void ngx_http_dqe_oauth_copy(ngx_http_dqe_oauth_node_t *dn,
     ngx_str_t *token, ngx_str_t *refresh);
 static void ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
     ngx_http_dqe_oauth_view_t *view, ngx_msec_t now);
+static void ngx_http_dqe_oauth_add_counts(ngx_http_dqe_oauth_node_t *dn,
+    ngx_http_dqe_oauth_cred_t *cred);
+static uint64_t ngx_http_dqe_oauth_wall(ngx_msec_t t, ngx_msec_t now);
 
 
 #define ngx_http_dqe_oauth_live(dn, now)                                     \
@@ -114,6 +137,10 @@ static void ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
 
 #define ngx_http_dqe_oauth_backed_off(dn, now)                               \
     ((dn)->backing_off && ngx_http_dqe_oauth_after((dn)->backoff_until, now))
+
+/* what a request reads has changed: every worker's copy is dropped */
+#define ngx_http_dqe_oauth_changed(zone)                                     \
+    (void) ngx_atomic_fetch_add(&(zone)->sh->generation, 1)
 
 /* the in-flight mark of this very fetch */
 #define ngx_http_dqe_oauth_ours(dn, claim)                                   \
@@ -198,6 +225,9 @@ ngx_http_dqe_oauth_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_queue_init(&zone->sh->queue);
 
+    /* where in their renew-ahead window this instance renews tokens */
+    zone->sh->jitter = ngx_random() % 65536;
+
     len = sizeof(" in dqe_oauth_zone \"\"") + shm_zone->shm.name.len;
 
     zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
@@ -276,8 +306,11 @@ ngx_http_dqe_oauth_rbtree_insert_value(ngx_rbtree_node_t *temp,
                          | ((d)[2] << 8) | (d)[3]))
 
 
+/* the entry for digest; touch: as the most recently used */
+
 static ngx_http_dqe_oauth_node_t *
-ngx_http_dqe_oauth_lookup(ngx_http_dqe_oauth_zone_t *zone, u_char *digest)
+ngx_http_dqe_oauth_lookup(ngx_http_dqe_oauth_zone_t *zone, u_char *digest,
+    ngx_flag_t touch)
 {
     ngx_int_t                   rc;
     ngx_rbtree_key_t            hash;
@@ -308,8 +341,11 @@ ngx_http_dqe_oauth_lookup(ngx_http_dqe_oauth_zone_t *zone, u_char *digest)
         rc = ngx_memcmp(digest, dn->digest, NGX_HTTP_DQE_OAUTH_DIGEST_LEN);
 
         if (rc == 0) {
-            ngx_queue_remove(&dn->queue);
-            ngx_queue_insert_head(&zone->sh->queue, &dn->queue);
+            if (touch) {
+                ngx_queue_remove(&dn->queue);
+                ngx_queue_insert_head(&zone->sh->queue, &dn->queue);
+            }
+
             return dn;
         }
 
@@ -338,6 +374,8 @@ ngx_http_dqe_oauth_create(ngx_http_dqe_oauth_cred_t *cred)
 
     ngx_rbtree_insert(&cred->zone->sh->rbtree, &dn->node);
     ngx_queue_insert_head(&cred->zone->sh->queue, &dn->queue);
+
+    cred->zone->sh->entries++;
 
     return dn;
 }
@@ -384,11 +422,14 @@ ngx_http_dqe_oauth_alloc(ngx_http_dqe_oauth_cred_t *cred, size_t size,
         }
 
         if (q == sentinel) {
-            return NULL;
+            break;
         }
 
         ngx_http_dqe_oauth_delete(zone, dn);
+        zone->sh->evictions++;
     }
+
+    zone->sh->alloc_failures++;
 
     return NULL;
 }
@@ -405,6 +446,9 @@ ngx_http_dqe_oauth_delete(ngx_http_dqe_oauth_zone_t *zone,
     ngx_queue_remove(&dn->queue);
     ngx_rbtree_delete(&zone->sh->rbtree, &dn->node);
     ngx_slab_free_locked(zone->shpool, dn);
+
+    zone->sh->entries--;
+    ngx_http_dqe_oauth_changed(zone);
 }
 
 
@@ -571,6 +615,11 @@ ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
  * wait, or NULL.  Once that fetch has ended, the request is served by
  * it: its failure, or its token even past the cutoff while DQE still
  * holds it valid (a token that expires on arrival serves its waiters).
+ *
+ * A live token's view holds, for the L1, until the next time at which
+ * the answer would change with no change to the entry: the refresh
+ * point, or once due, the end of the backoff or of the fetch in flight.
+ * This worker's request counts go into the entry meanwhile.
  */
 
 ngx_int_t
@@ -578,7 +627,7 @@ ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
     ngx_uint_t *since, ngx_http_dqe_oauth_view_t *view)
 {
     ngx_int_t                   rc;
-    ngx_msec_t                  now, timeout;
+    ngx_msec_t                  now, timeout, until;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
 
@@ -590,24 +639,46 @@ ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
+    view->generation = zone->sh->generation;
+
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 1);
 
     if (dn == NULL) {
         rc = NGX_DECLINED;
         goto done;
     }
 
+    ngx_http_dqe_oauth_add_counts(dn, cred);
+
     view->completed = dn->completed;
 
     if (ngx_http_dqe_oauth_live(dn, now)) {
         ngx_http_dqe_oauth_copy(dn, &view->token, NULL);
 
+        rc = NGX_OK;
+
+        if (!ngx_http_dqe_oauth_due(dn, now)) {
+            view->until = dn->refresh_at;
+            goto done;
+        }
+
+        view->stale = (dn->error != NGX_HTTP_DQE_OAUTH_OK);
+
+        if (ngx_http_dqe_oauth_backed_off(dn, now)) {
+            until = dn->backoff_until;
+
         /* no kill() on this path: a dead worker's mark waits its timeout */
 
-        view->renew = ngx_http_dqe_oauth_due(dn, now)
-                      && !ngx_http_dqe_oauth_backed_off(dn, now)
-                      && !ngx_http_dqe_oauth_in_flight(dn, now, timeout, 0);
-        rc = NGX_OK;
+        } else if (ngx_http_dqe_oauth_in_flight(dn, now, timeout, 0)) {
+            until = dn->fetch_start + timeout;
+
+        } else {
+            view->renew = 1;
+            goto done;
+        }
+
+        view->until = ngx_http_dqe_oauth_after(until, dn->cutoff)
+                      ? dn->cutoff : until;
         goto done;
     }
 
@@ -670,7 +741,7 @@ ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 1);
 
     if (dn == NULL) {
 
@@ -722,6 +793,8 @@ ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
     claim->id = dn->fetch_id;
     claim->start = now;
 
+    ngx_http_dqe_oauth_changed(zone);
+
     if (cred->refresh_token && dn->token && dn->refresh_len
         && ngx_http_dqe_oauth_after(dn->refresh_until, now))
     {
@@ -763,7 +836,7 @@ ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 1);
 
     if (dn == NULL) {
         /* evicted meanwhile */
@@ -805,6 +878,10 @@ ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
     dn->backoff = 0;
     dn->backing_off = 0;
 
+    dn->succeeded = ngx_http_dqe_oauth_wall(ngx_current_msec,
+                                            ngx_current_msec);
+    dn->failures = 0;
+
 ended:
 
     if (ngx_http_dqe_oauth_ours(dn, claim)) {
@@ -812,6 +889,8 @@ ended:
     }
 
     dn->completed++;
+
+    ngx_http_dqe_oauth_changed(zone);
 
 done:
 
@@ -857,7 +936,7 @@ ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 1);
 
     if (dn == NULL || !ngx_http_dqe_oauth_ours(dn, claim)) {
         if (dn && ngx_http_dqe_oauth_backed_off(dn, now)) {
@@ -878,6 +957,9 @@ ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
 
     dn->fetching = 0;
     dn->completed++;
+    dn->failures++;
+
+    ngx_http_dqe_oauth_changed(zone);
 
     *retry = dn->backoff;
 
@@ -914,7 +996,7 @@ ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest);
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 1);
 
     if (dn == NULL || !ngx_http_dqe_oauth_live(dn, now)
         || dn->token_len != token->len
@@ -938,6 +1020,9 @@ ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
     dn->backing_off = 0;
     dn->purged = now;
     dn->has_purged = 1;
+    dn->purges++;
+
+    ngx_http_dqe_oauth_changed(zone);
 
     rc = NGX_OK;
 
@@ -946,4 +1031,195 @@ done:
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     return rc;
+}
+
+
+/* this worker's request counts, into the entry */
+
+static void
+ngx_http_dqe_oauth_add_counts(ngx_http_dqe_oauth_node_t *dn,
+    ngx_http_dqe_oauth_cred_t *cred)
+{
+    ngx_uint_t  i;
+
+    if (!cred->counted) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_DQE_OAUTH_OUTCOMES; i++) {
+        dn->requests[i] += cred->counts[i];
+        cred->counts[i] = 0;
+    }
+
+    cred->counted = 0;
+}
+
+
+void
+ngx_http_dqe_oauth_zone_flush(ngx_http_dqe_oauth_cred_t *cred)
+{
+    ngx_http_dqe_oauth_zone_t  *zone;
+    ngx_http_dqe_oauth_node_t  *dn;
+
+    zone = cred->zone;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 0);
+
+    if (dn) {
+        ngx_http_dqe_oauth_add_counts(dn, cred);
+
+    } else {
+        /* evicted: its counters went with it */
+        ngx_memzero(cred->counts, sizeof(cred->counts));
+        cred->counted = 0;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* read with no lock: a stale value only costs a trip to the zone */
+
+ngx_atomic_uint_t
+ngx_http_dqe_oauth_zone_generation(ngx_http_dqe_oauth_zone_t *zone)
+{
+    return zone->sh->generation;
+}
+
+
+/* where in its renew-ahead window this instance renews, of 65536 */
+
+ngx_uint_t
+ngx_http_dqe_oauth_zone_jitter(ngx_http_dqe_oauth_zone_t *zone)
+{
+    return zone->sh->jitter;
+}
+
+
+/* a token request has ended (grant and start in claim): counted */
+
+void
+ngx_http_dqe_oauth_zone_count(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_claim_t *claim, ngx_uint_t error)
+{
+    ngx_uint_t                  i;
+    ngx_msec_t                  took;
+    ngx_http_dqe_oauth_zone_t  *zone;
+    ngx_http_dqe_oauth_node_t  *dn;
+
+    static ngx_msec_t           limits[] = NGX_HTTP_DQE_OAUTH_BUCKET_LIMITS;
+
+    zone = cred->zone;
+    took = ngx_current_msec - claim->sent;
+
+    for (i = 0; i < NGX_HTTP_DQE_OAUTH_BUCKETS - 1; i++) {
+        if (took <= limits[i]) {
+            break;
+        }
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 0);
+
+    if (dn) {
+        dn->fetches[claim->grant ? 1 : 0][error]++;
+        dn->buckets[i]++;
+        dn->duration_sum += took;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* the entry's counters and times, for the status */
+
+void
+ngx_http_dqe_oauth_zone_stats(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_stats_t *st)
+{
+    ngx_msec_t                  now;
+    ngx_http_dqe_oauth_zone_t  *zone;
+    ngx_http_dqe_oauth_node_t  *dn;
+
+    zone = cred->zone;
+    now = ngx_current_msec;
+
+    ngx_memzero(st, sizeof(ngx_http_dqe_oauth_stats_t));
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 0);
+
+    if (dn == NULL) {
+        goto done;
+    }
+
+    st->found = 1;
+
+    ngx_memcpy(st->requests, dn->requests, sizeof(st->requests));
+    ngx_memcpy(st->fetches, dn->fetches, sizeof(st->fetches));
+    ngx_memcpy(st->buckets, dn->buckets, sizeof(st->buckets));
+    st->duration_sum = dn->duration_sum;
+    st->succeeded = dn->succeeded;
+    st->failures = dn->failures;
+    st->purges = dn->purges;
+
+    if (ngx_http_dqe_oauth_live(dn, now)) {
+        st->expires = ngx_http_dqe_oauth_wall(dn->expires, now);
+        st->renews = ngx_http_dqe_oauth_wall(dn->refresh_at, now);
+
+        if (dn->refresh_len
+            && ngx_http_dqe_oauth_after(dn->refresh_until, now))
+        {
+            st->refresh_expires = ngx_http_dqe_oauth_wall(dn->refresh_until,
+                                                          now);
+        }
+    }
+
+    if (ngx_http_dqe_oauth_backed_off(dn, now)) {
+        st->backoff_until = ngx_http_dqe_oauth_wall(dn->backoff_until, now);
+    }
+
+    st->in_flight = ngx_http_dqe_oauth_in_flight(dn, now,
+                                                 cred->endpoint->timeout, 0);
+
+done:
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+void
+ngx_http_dqe_oauth_zone_usage(ngx_shm_zone_t *shm_zone,
+    ngx_http_dqe_oauth_zone_stats_t *zs)
+{
+    ngx_http_dqe_oauth_zone_t  *zone;
+
+    zone = shm_zone->data;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    zs->size = shm_zone->shm.size;
+    zs->used = shm_zone->shm.size - zone->shpool->pfree * ngx_pagesize;
+    zs->entries = zone->sh->entries;
+    zs->evictions = zone->sh->evictions;
+    zs->alloc_failures = zone->sh->alloc_failures;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* a time of ngx_current_msec as wall clock ms since the epoch */
+
+static uint64_t
+ngx_http_dqe_oauth_wall(ngx_msec_t t, ngx_msec_t now)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec + (ngx_msec_int_t) (t - now);
 }

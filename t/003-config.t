@@ -50,7 +50,7 @@ qr/\[emerg\] .*location "\/api\/" uses dqe_oauth but has no "dqe_oauth_licence":
     }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*location "\/api\/" uses dqe_oauth but has no "dqe_oauth_secret": set it in the location or in an enclosing server\{\} or http\{\} block, or write "dqe_oauth off;"/
+qr/\[emerg\] .*location "\/api\/" uses dqe_oauth but has no "dqe_oauth_secret" or "dqe_oauth_secret_file": set it in the location or in an enclosing server\{\} or http\{\} block, or write "dqe_oauth off;"/
 
 
 

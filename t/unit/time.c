@@ -41,7 +41,7 @@ token_at(ngx_msec_t start)
     ngx_msec_t                  t;
     ngx_http_dqe_oauth_times_t  tt;
 
-    ngx_http_dqe_oauth_token_times(start, 300, 10000, 0, 20, &tt);
+    ngx_http_dqe_oauth_token_times(start, 300, 10000, 0, 20, 0, &tt);
 
     check(!tt.clamped, "a DQE token is not clamped", start);
     check(tt.expires - start == 300000, "expires 300 s on", start);
@@ -80,7 +80,7 @@ main(void)
 
     /* a lifetime of a year is taken as a day: no span reaches 2^31 ms */
 
-    ngx_http_dqe_oauth_token_times(0xffff0000u, 31536000, 10000, 0, 20, &tt);
+    ngx_http_dqe_oauth_token_times(0xffff0000u, 31536000, 10000, 0, 20, 0, &tt);
 
     check(tt.expires - 0xffff0000u == 86400000u, "a day at most", 0);
     check(ngx_http_dqe_oauth_after(tt.cutoff, 0xffff0000u + 86000000u),
@@ -90,16 +90,34 @@ main(void)
 
     /* a renewal ahead longer than the token: halfway, clamped */
 
-    ngx_http_dqe_oauth_token_times(0x80000000u, 5, 10000, 10000, 0, &tt);
+    ngx_http_dqe_oauth_token_times(0x80000000u, 5, 10000, 10000, 0, 0, &tt);
 
     check(tt.clamped, "10 s ahead of a 5 s token is clamped", 0);
     check(tt.cutoff - 0x80000000u == 3750, "margin: a quarter of 5 s", 0);
     check(tt.refresh_at - 0x80000000u == 1875, "renewal halfway", 0);
 
-    ngx_http_dqe_oauth_token_times(0, 300, 10000, 0, 90, &tt);
+    ngx_http_dqe_oauth_token_times(0, 300, 10000, 0, 90, 0, &tt);
 
     check(tt.clamped, "90% of 300 s is clamped", 0);
     check(tt.refresh_at == 145000, "renewal halfway through 290 s", 0);
+
+    /* the jitter: up to a quarter of the window earlier, never past halfway */
+
+    ngx_http_dqe_oauth_token_times(0, 300, 10000, 0, 20, 65535, &tt);
+
+    check(!tt.clamped, "a jittered DQE token is not clamped", 0);
+    check(tt.cutoff == 290000, "the jitter leaves the cutoff", 0);
+    check(tt.refresh_at == 290000 - 60000 - 14999,
+          "the latest jitter: 60 s ahead and almost a quarter more", 0);
+
+    ngx_http_dqe_oauth_token_times(0, 300, 10000, 0, 20, 32768, &tt);
+    check(tt.refresh_at == 290000 - 60000 - 7500, "half the jitter", 0);
+
+    ngx_http_dqe_oauth_token_times(0, 300, 10000, 0, 45, 65535, &tt);
+    check(tt.refresh_at == 145000, "a jitter past halfway is cut there", 0);
+
+    ngx_http_dqe_oauth_token_times(0, 300, 10000, 0, 0, 65535, &tt);
+    check(tt.refresh_at == 290000, "no renewal ahead, no jitter", 0);
 
     /* backoffs double up to their maximum; Retry-After up to 5 min */
 

@@ -1,0 +1,694 @@
+
+/*
+ * Copyright (C) The ngx_http_dqe_oauth_module authors
+ *
+ * dqe_oauth_status: what the zone knows of each credential set of this
+ * configuration, in JSON, or with ?format=prometheus in Prometheus's
+ * text format 0.0.4.  A credential set is named by its server, licence
+ * and scope: never its secret, never a token.
+ *
+ * Workers add their request counts to the zone at most 100 ms late
+ * (NGX_HTTP_DQE_OAUTH_FLUSH_EVERY): the answer waits that long, so that
+ * it counts every request made before it was asked for.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_dqe_oauth_module.h"
+
+
+/* token request results: what the status tells apart */
+
+typedef enum {
+    NGX_HTTP_DQE_OAUTH_R_SUCCESS = 0,
+    NGX_HTTP_DQE_OAUTH_R_INVALID_REQUEST,
+    NGX_HTTP_DQE_OAUTH_R_INVALID_CLIENT,
+    NGX_HTTP_DQE_OAUTH_R_UNAUTHORIZED_CLIENT,
+    NGX_HTTP_DQE_OAUTH_R_UNSUPPORTED_GRANT,
+    NGX_HTTP_DQE_OAUTH_R_INVALID_GRANT,
+    NGX_HTTP_DQE_OAUTH_R_OTHER_4XX,
+    NGX_HTTP_DQE_OAUTH_R_5XX,
+    NGX_HTTP_DQE_OAUTH_R_TIMEOUT,
+    NGX_HTTP_DQE_OAUTH_R_CONNECT,
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,
+    NGX_HTTP_DQE_OAUTH_R_INTERNAL,
+    NGX_HTTP_DQE_OAUTH_RESULTS
+} ngx_http_dqe_oauth_result_e;
+
+
+typedef struct {
+    ngx_http_dqe_oauth_cred_t      *cred;
+    ngx_http_dqe_oauth_stats_t      st;
+    ngx_uint_t                      results[2][NGX_HTTP_DQE_OAUTH_RESULTS];
+} ngx_http_dqe_oauth_set_t;
+
+
+typedef struct {
+    ngx_http_request_t             *request;
+    ngx_event_t                     wait;
+} ngx_http_dqe_oauth_status_ctx_t;
+
+
+static ngx_int_t ngx_http_dqe_oauth_status_handler(ngx_http_request_t *r);
+static void ngx_http_dqe_oauth_status_cleanup(void *data);
+static void ngx_http_dqe_oauth_status_ready(ngx_event_t *ev);
+static ngx_int_t ngx_http_dqe_oauth_status_send(ngx_http_request_t *r);
+static ngx_array_t *ngx_http_dqe_oauth_sets(ngx_http_request_t *r,
+    size_t *size);
+static u_char *ngx_http_dqe_oauth_json(u_char *p, u_char *last,
+    ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone);
+static u_char *ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last,
+    ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone);
+static u_char *ngx_http_dqe_oauth_labels(u_char *p, u_char *last,
+    ngx_http_dqe_oauth_cred_t *cred);
+static u_char *ngx_http_dqe_oauth_escape(u_char *p, u_char *last,
+    ngx_str_t *s);
+static u_char *ngx_http_dqe_oauth_time(u_char *p, u_char *last, uint64_t ms,
+    ngx_flag_t json);
+
+
+/* by ngx_http_dqe_oauth_err_e */
+
+static ngx_uint_t  ngx_http_dqe_oauth_result_of[] = {
+    NGX_HTTP_DQE_OAUTH_R_SUCCESS,              /* OK */
+    NGX_HTTP_DQE_OAUTH_R_INVALID_REQUEST,
+    NGX_HTTP_DQE_OAUTH_R_INVALID_CLIENT,
+    NGX_HTTP_DQE_OAUTH_R_UNAUTHORIZED_CLIENT,
+    NGX_HTTP_DQE_OAUTH_R_UNSUPPORTED_GRANT,
+    NGX_HTTP_DQE_OAUTH_R_INVALID_GRANT,
+    NGX_HTTP_DQE_OAUTH_R_OTHER_4XX,            /* REJECTED */
+    NGX_HTTP_DQE_OAUTH_R_5XX,                  /* SERVER */
+    NGX_HTTP_DQE_OAUTH_R_OTHER_4XX,            /* RATE_LIMITED (429) */
+    NGX_HTTP_DQE_OAUTH_R_TIMEOUT,
+    NGX_HTTP_DQE_OAUTH_R_CONNECT,
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* BROKEN */
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* TOO_BIG */
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* JSON */
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* ACCESS_TOKEN */
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* TOKEN_TYPE */
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* EXPIRES_IN */
+    NGX_HTTP_DQE_OAUTH_R_SUCCESS,              /* NO_ROOM: DQE gave one */
+    NGX_HTTP_DQE_OAUTH_R_INTERNAL
+};
+
+
+/* by ngx_http_dqe_oauth_outcome_e, as $dqe_oauth_status in lower case */
+
+static char  *ngx_http_dqe_oauth_outcome_names[] = {
+    "hit", "miss", "wait", "renew", "stale", "error"
+};
+
+static char  *ngx_http_dqe_oauth_results[] = {
+    "success", "invalid_request", "invalid_client", "unauthorized_client",
+    "unsupported_grant_type", "invalid_grant", "other_4xx", "5xx",
+    "timeout", "connect", "bad_response", "internal"
+};
+
+static char  *ngx_http_dqe_oauth_grants[] = {
+    "client_credentials", "refresh_token"
+};
+
+static char  *ngx_http_dqe_oauth_bucket_names[] = {
+    "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"
+};
+
+
+char *
+ngx_http_dqe_oauth_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_dqe_oauth_loc_conf_t *dlcf = conf;
+
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_dqe_oauth_main_conf_t  *dmcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_dqe_oauth_status_handler;
+
+    /* no token for the status itself, even under server-level credentials */
+
+    dlcf->enable = 0;
+
+    /* the zone exists even with no credential set, to be shown empty */
+
+    dmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_dqe_oauth_module);
+    dmcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dqe_oauth_status_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                         rc;
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_cleanup_t               *hcln;
+    ngx_http_dqe_oauth_status_ctx_t  *ctx;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* this worker's counts now; the others' are at most that late */
+
+    ngx_http_dqe_oauth_flush();
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_dqe_oauth_status_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    hcln = ngx_http_cleanup_add(r, 0);
+
+    if (cln == NULL || hcln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_dqe_oauth_status_cleanup;
+    cln->data = ctx;
+    hcln->handler = ngx_http_dqe_oauth_status_cleanup;
+    hcln->data = ctx;
+
+    ctx->request = r;
+    ctx->wait.handler = ngx_http_dqe_oauth_status_ready;
+    ctx->wait.data = ctx;
+    ctx->wait.log = r->connection->log;
+
+    ngx_add_timer(&ctx->wait, NGX_HTTP_DQE_OAUTH_FLUSH_EVERY + 10);
+
+    r->main->count++;
+
+    if (r == r->main) {
+        /* a client that leaves meanwhile ends its request */
+        r->read_event_handler = ngx_http_test_reading;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_dqe_oauth_status_cleanup(void *data)
+{
+    ngx_http_dqe_oauth_status_ctx_t  *ctx = data;
+
+    if (ctx->wait.timer_set) {
+        ngx_del_timer(&ctx->wait);
+    }
+}
+
+
+static void
+ngx_http_dqe_oauth_status_ready(ngx_event_t *ev)
+{
+    ngx_connection_t                 *c;
+    ngx_http_request_t               *r;
+    ngx_http_dqe_oauth_status_ctx_t  *ctx;
+
+    ctx = ev->data;
+    r = ctx->request;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    ngx_http_finalize_request(r, ngx_http_dqe_oauth_status_send(r));
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_dqe_oauth_status_send(ngx_http_request_t *r)
+{
+    size_t                            size;
+    ngx_int_t                         rc;
+    ngx_buf_t                        *b;
+    ngx_str_t                         format, zone;
+    ngx_flag_t                        prometheus;
+    ngx_chain_t                       out;
+    ngx_array_t                      *sets;
+    ngx_http_dqe_oauth_main_conf_t   *dmcf;
+    ngx_http_dqe_oauth_zone_stats_t   zs;
+
+    dmcf = ngx_http_get_module_main_conf(r, ngx_http_dqe_oauth_module);
+
+    prometheus = 0;
+
+    if (ngx_http_arg(r, (u_char *) "format", sizeof("format") - 1, &format)
+        == NGX_OK)
+    {
+        if (format.len == sizeof("prometheus") - 1
+            && ngx_strncmp(format.data, "prometheus", format.len) == 0)
+        {
+            prometheus = 1;
+
+        } else if (format.len != sizeof("json") - 1
+                   || ngx_strncmp(format.data, "json", format.len) != 0)
+        {
+            return NGX_HTTP_BAD_REQUEST;
+        }
+    }
+
+    sets = ngx_http_dqe_oauth_sets(r, &size);
+    if (sets == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memzero(&zs, sizeof(ngx_http_dqe_oauth_zone_stats_t));
+    ngx_str_null(&zone);
+
+    if (dmcf->shm_zone) {
+        ngx_http_dqe_oauth_zone_usage(dmcf->shm_zone, &zs);
+        zone = dmcf->shm_zone->shm.name;
+    }
+
+    b = ngx_create_temp_buf(r->pool, size + 4096 + 2 * zone.len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (prometheus) {
+        b->last = ngx_http_dqe_oauth_prometheus(b->last, b->end, sets, &zs,
+                                                &zone);
+        ngx_str_set(&r->headers_out.content_type,
+                    "text/plain; version=0.0.4; charset=utf-8");
+
+    } else {
+        b->last = ngx_http_dqe_oauth_json(b->last, b->end, sets, &zs, &zone);
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+    }
+
+    if (b->last == b->end) {
+        /* cannot happen: the size is an upper bound */
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * The credential sets of this configuration, one per zone entry (sets
+ * that differ only in policy share it), with their stats; *size: an
+ * upper bound of the text
+ */
+
+static ngx_array_t *
+ngx_http_dqe_oauth_sets(ngx_http_request_t *r, size_t *size)
+{
+    ngx_uint_t                        i, j, k;
+    ngx_array_t                      *sets;
+    ngx_http_dqe_oauth_set_t         *set;
+    ngx_http_dqe_oauth_cred_t       **credp, *cred;
+    ngx_http_dqe_oauth_main_conf_t   *dmcf;
+
+    dmcf = ngx_http_get_module_main_conf(r, ngx_http_dqe_oauth_module);
+
+    sets = ngx_array_create(r->pool, dmcf->creds.nelts + 1,
+                            sizeof(ngx_http_dqe_oauth_set_t));
+    if (sets == NULL) {
+        return NULL;
+    }
+
+    *size = 0;
+    credp = dmcf->creds.elts;
+    set = NULL;
+
+    for (i = 0; i < dmcf->creds.nelts; i++) {
+        cred = credp[i];
+
+        set = sets->elts;
+
+        for (j = 0; j < sets->nelts; j++) {
+            if (ngx_memcmp(set[j].cred->digest, cred->digest,
+                           NGX_HTTP_DQE_OAUTH_DIGEST_LEN) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j < sets->nelts) {
+            continue;
+        }
+
+        set = ngx_array_push(sets);
+        if (set == NULL) {
+            return NULL;
+        }
+
+        ngx_memzero(set, sizeof(ngx_http_dqe_oauth_set_t));
+        set->cred = cred;
+
+        ngx_http_dqe_oauth_zone_stats(cred, &set->st);
+
+        for (j = 0; j < 2; j++) {
+            for (k = 0; k < NGX_HTTP_DQE_OAUTH_ERRORS; k++) {
+                set->results[j][ngx_http_dqe_oauth_result_of[k]]
+                    += set->st.fetches[j][k];
+            }
+        }
+
+        /* about 60 lines, each with the labels escaped (at most twice) */
+
+        *size += 60 * (256 + 2 * (cred->endpoint->url.len
+                                  + cred->licence.len + cred->scope.len));
+    }
+
+    return sets;
+}
+
+
+static u_char *
+ngx_http_dqe_oauth_json(u_char *p, u_char *last, ngx_array_t *sets,
+    ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone)
+{
+    ngx_uint_t                  i, j, k, sum;
+    ngx_http_dqe_oauth_set_t   *set;
+    ngx_http_dqe_oauth_cred_t  *cred;
+
+    p = ngx_slprintf(p, last, "{\"version\":\"%s\",\"zone\":{\"name\":\"",
+                     NGX_HTTP_DQE_OAUTH_VERSION);
+    p = ngx_http_dqe_oauth_escape(p, last, zone);
+    p = ngx_slprintf(p, last, "\",\"size\":%uz,\"used\":%uz,\"entries\":%ui,"
+                     "\"evictions\":%ui,\"allocation_failures\":%ui},"
+                     "\"credentials\":[",
+                     zs->size, zs->used, zs->entries, zs->evictions,
+                     zs->alloc_failures);
+
+    set = sets->elts;
+
+    for (i = 0; i < sets->nelts; i++) {
+        cred = set[i].cred;
+
+        p = ngx_slprintf(p, last, "%s{\"server\":\"", i ? "," : "");
+        p = ngx_http_dqe_oauth_escape(p, last, &cred->endpoint->url);
+        p = ngx_slprintf(p, last, "\",\"licence\":\"");
+        p = ngx_http_dqe_oauth_escape(p, last, &cred->licence);
+        p = ngx_slprintf(p, last, "\",\"scope\":\"");
+        p = ngx_http_dqe_oauth_escape(p, last, &cred->scope);
+        p = ngx_slprintf(p, last, "\",\"requests\":{");
+
+        for (j = 0; j < NGX_HTTP_DQE_OAUTH_OUTCOMES; j++) {
+            p = ngx_slprintf(p, last, "%s\"%s\":%ui", j ? "," : "",
+                             ngx_http_dqe_oauth_outcome_names[j],
+                             set[i].st.requests[j]);
+        }
+
+        p = ngx_slprintf(p, last, "},\"fetches\":{");
+
+        for (j = 0; j < 2; j++) {
+            p = ngx_slprintf(p, last, "%s\"%s\":{", j ? "," : "",
+                             ngx_http_dqe_oauth_grants[j]);
+
+            for (k = 0; k < NGX_HTTP_DQE_OAUTH_RESULTS; k++) {
+                p = ngx_slprintf(p, last, "%s\"%s\":%ui", k ? "," : "",
+                                 ngx_http_dqe_oauth_results[k],
+                                 set[i].results[j][k]);
+            }
+
+            p = ngx_slprintf(p, last, "}");
+        }
+
+        p = ngx_slprintf(p, last, "},\"fetch_duration\":{\"buckets\":{");
+
+        for (sum = 0, j = 0; j < NGX_HTTP_DQE_OAUTH_BUCKETS; j++) {
+            sum += set[i].st.buckets[j];
+            p = ngx_slprintf(p, last, "%s\"%s\":%ui", j ? "," : "",
+                             ngx_http_dqe_oauth_bucket_names[j], sum);
+        }
+
+        p = ngx_slprintf(p, last, "},\"sum\":");
+        p = ngx_http_dqe_oauth_time(p, last, set[i].st.duration_sum, 0);
+        p = ngx_slprintf(p, last, ",\"count\":%ui},\"token_expires\":", sum);
+        p = ngx_http_dqe_oauth_time(p, last, set[i].st.expires, 1);
+        p = ngx_slprintf(p, last, ",\"token_renews\":");
+        p = ngx_http_dqe_oauth_time(p, last, set[i].st.renews, 1);
+        p = ngx_slprintf(p, last, ",\"refresh_token_expires\":");
+        p = ngx_http_dqe_oauth_time(p, last, set[i].st.refresh_expires, 1);
+        p = ngx_slprintf(p, last, ",\"last_success\":");
+        p = ngx_http_dqe_oauth_time(p, last, set[i].st.succeeded, 1);
+        p = ngx_slprintf(p, last, ",\"consecutive_failures\":%ui,"
+                         "\"backoff_until\":", set[i].st.failures);
+        p = ngx_http_dqe_oauth_time(p, last, set[i].st.backoff_until, 1);
+        p = ngx_slprintf(p, last, ",\"fetch_in_flight\":%s,\"purges\":%ui}",
+                         set[i].st.in_flight ? "true" : "false",
+                         set[i].st.purges);
+    }
+
+    return ngx_slprintf(p, last, "]}\n");
+}
+
+
+/* one metric family after another, each with every credential set */
+
+static u_char *
+ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last, ngx_array_t *sets,
+    ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone)
+{
+    uint64_t                    t;
+    ngx_uint_t                  i, j, k, sum;
+    ngx_http_dqe_oauth_set_t   *set;
+
+    static struct {
+        char                   *name;
+        char                   *help;
+        size_t                  offset;
+    } times[] = {
+        { "token_expiry_timestamp_seconds",
+          "When the cached token expires, as DQE said.",
+          offsetof(ngx_http_dqe_oauth_stats_t, expires) },
+        { "token_renewal_timestamp_seconds",
+          "When the cached token is renewed.",
+          offsetof(ngx_http_dqe_oauth_stats_t, renews) },
+        { "refresh_token_expiry_timestamp_seconds",
+          "Until when the refresh token can be used.",
+          offsetof(ngx_http_dqe_oauth_stats_t, refresh_expires) },
+        { "last_success_timestamp_seconds",
+          "When a token was last received.",
+          offsetof(ngx_http_dqe_oauth_stats_t, succeeded) },
+        { "backoff_until_timestamp_seconds",
+          "Until when token requests back off after a failure.",
+          offsetof(ngx_http_dqe_oauth_stats_t, backoff_until) }
+    };
+
+#define ngx_http_dqe_oauth_family(name, type, help)                          \
+    p = ngx_slprintf(p, last, "# HELP dqe_oauth_" name " " help "\n"          \
+                     "# TYPE dqe_oauth_" name " " type "\n")
+
+    set = sets->elts;
+
+    ngx_http_dqe_oauth_family("info", "gauge", "The module's version.");
+    p = ngx_slprintf(p, last, "dqe_oauth_info{version=\"%s\"} 1\n",
+                     NGX_HTTP_DQE_OAUTH_VERSION);
+
+    ngx_http_dqe_oauth_family("requests_total", "counter",
+                              "Requests by how they got their token.");
+
+    for (i = 0; i < sets->nelts; i++) {
+        for (j = 0; j < NGX_HTTP_DQE_OAUTH_OUTCOMES; j++) {
+            p = ngx_slprintf(p, last, "dqe_oauth_requests_total{");
+            p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
+            p = ngx_slprintf(p, last, ",outcome=\"%s\"} %ui\n",
+                             ngx_http_dqe_oauth_outcome_names[j],
+                             set[i].st.requests[j]);
+        }
+    }
+
+    ngx_http_dqe_oauth_family("fetches_total", "counter",
+                              "Token requests to DQE by grant and result.");
+
+    for (i = 0; i < sets->nelts; i++) {
+        for (j = 0; j < 2; j++) {
+            for (k = 0; k < NGX_HTTP_DQE_OAUTH_RESULTS; k++) {
+                p = ngx_slprintf(p, last, "dqe_oauth_fetches_total{");
+                p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
+                p = ngx_slprintf(p, last, ",grant=\"%s\",result=\"%s\"} %ui\n",
+                                 ngx_http_dqe_oauth_grants[j],
+                                 ngx_http_dqe_oauth_results[k],
+                                 set[i].results[j][k]);
+            }
+        }
+    }
+
+    ngx_http_dqe_oauth_family("fetch_duration_seconds", "histogram",
+                              "How long token requests to DQE took.");
+
+    for (i = 0; i < sets->nelts; i++) {
+        for (sum = 0, j = 0; j < NGX_HTTP_DQE_OAUTH_BUCKETS; j++) {
+            sum += set[i].st.buckets[j];
+            p = ngx_slprintf(p, last,
+                             "dqe_oauth_fetch_duration_seconds_bucket{");
+            p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
+            p = ngx_slprintf(p, last, ",le=\"%s\"} %ui\n",
+                             ngx_http_dqe_oauth_bucket_names[j], sum);
+        }
+
+        p = ngx_slprintf(p, last, "dqe_oauth_fetch_duration_seconds_sum{");
+        p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
+        p = ngx_slprintf(p, last, "} ");
+        p = ngx_http_dqe_oauth_time(p, last, set[i].st.duration_sum, 0);
+        p = ngx_slprintf(p, last, "\ndqe_oauth_fetch_duration_seconds_count{");
+        p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
+        p = ngx_slprintf(p, last, "} %ui\n", sum);
+    }
+
+    /* a time that does not hold (no token, no backoff) is left out */
+
+    for (k = 0; k < sizeof(times) / sizeof(times[0]); k++) {
+        p = ngx_slprintf(p, last, "# HELP dqe_oauth_%s %s\n"
+                         "# TYPE dqe_oauth_%s gauge\n",
+                         times[k].name, times[k].help, times[k].name);
+
+        for (i = 0; i < sets->nelts; i++) {
+            t = *(uint64_t *) ((u_char *) &set[i].st + times[k].offset);
+
+            if (t == 0) {
+                continue;
+            }
+
+            p = ngx_slprintf(p, last, "dqe_oauth_%s{", times[k].name);
+            p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
+            p = ngx_slprintf(p, last, "} ");
+            p = ngx_http_dqe_oauth_time(p, last, t, 0);
+            p = ngx_slprintf(p, last, "\n");
+        }
+    }
+
+    ngx_http_dqe_oauth_family("consecutive_failures", "gauge",
+                              "Token requests failed since the last success.");
+
+    for (i = 0; i < sets->nelts; i++) {
+        p = ngx_slprintf(p, last, "dqe_oauth_consecutive_failures{");
+        p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
+        p = ngx_slprintf(p, last, "} %ui\n", set[i].st.failures);
+    }
+
+    ngx_http_dqe_oauth_family("fetch_in_flight", "gauge",
+                              "Whether a token request is under way.");
+
+    for (i = 0; i < sets->nelts; i++) {
+        p = ngx_slprintf(p, last, "dqe_oauth_fetch_in_flight{");
+        p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
+        p = ngx_slprintf(p, last, "} %d\n", set[i].st.in_flight ? 1 : 0);
+    }
+
+    ngx_http_dqe_oauth_family("purges_total", "counter",
+                              "Tokens dropped after the API answered 401.");
+
+    for (i = 0; i < sets->nelts; i++) {
+        p = ngx_slprintf(p, last, "dqe_oauth_purges_total{");
+        p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
+        p = ngx_slprintf(p, last, "} %ui\n", set[i].st.purges);
+    }
+
+#define ngx_http_dqe_oauth_zone_metric(name, type, help, fmt, value)         \
+    ngx_http_dqe_oauth_family(name, type, help);                             \
+    p = ngx_slprintf(p, last, "dqe_oauth_" name "{zone=\"");                 \
+    p = ngx_http_dqe_oauth_escape(p, last, zone);                            \
+    p = ngx_slprintf(p, last, "\"} " fmt "\n", value)
+
+    ngx_http_dqe_oauth_zone_metric("zone_size_bytes", "gauge",
+                                   "The size of the shared zone.",
+                                   "%uz", zs->size);
+    ngx_http_dqe_oauth_zone_metric("zone_used_bytes", "gauge",
+                                   "The zone's pages in use.",
+                                   "%uz", zs->used);
+    ngx_http_dqe_oauth_zone_metric("zone_entries", "gauge",
+                                   "Credential sets in the zone.",
+                                   "%ui", zs->entries);
+    ngx_http_dqe_oauth_zone_metric("zone_evictions_total", "counter",
+                                   "Entries evicted to make room.",
+                                   "%ui", zs->evictions);
+    ngx_http_dqe_oauth_zone_metric("zone_allocation_failures_total",
+                                   "counter",
+                                   "Allocations that failed, even after "
+                                   "evictions.",
+                                   "%ui", zs->alloc_failures);
+
+#undef ngx_http_dqe_oauth_zone_metric
+#undef ngx_http_dqe_oauth_family
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_dqe_oauth_labels(u_char *p, u_char *last,
+    ngx_http_dqe_oauth_cred_t *cred)
+{
+    p = ngx_slprintf(p, last, "server=\"");
+    p = ngx_http_dqe_oauth_escape(p, last, &cred->endpoint->url);
+    p = ngx_slprintf(p, last, "\",licence=\"");
+    p = ngx_http_dqe_oauth_escape(p, last, &cred->licence);
+    p = ngx_slprintf(p, last, "\",scope=\"");
+    p = ngx_http_dqe_oauth_escape(p, last, &cred->scope);
+
+    return ngx_slprintf(p, last, "\"");
+}
+
+
+/* for a JSON string or a Prometheus label value alike */
+
+static u_char *
+ngx_http_dqe_oauth_escape(u_char *p, u_char *last, ngx_str_t *s)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    for (i = 0; i < s->len && last - p > 2; i++) {
+        c = s->data[i];
+
+        if (c == '"' || c == '\\') {
+            *p++ = '\\';
+            *p++ = c;
+
+        } else if (c < 0x20 || c == 0x7f) {
+            *p++ = '?';     /* configuration texts hold none */
+
+        } else {
+            *p++ = c;
+        }
+    }
+
+    return p;
+}
+
+
+/* ms as seconds with 3 decimals; for JSON, 0 is null */
+
+static u_char *
+ngx_http_dqe_oauth_time(u_char *p, u_char *last, uint64_t ms,
+    ngx_flag_t json)
+{
+    if (json && ms == 0) {
+        return ngx_slprintf(p, last, "null");
+    }
+
+    return ngx_slprintf(p, last, "%uL.%03uL", ms / 1000, ms % 1000);
+}
