@@ -1,11 +1,22 @@
 #!/bin/bash
 # make bench: the module's warm path against a static-header baseline, in
-# one nginx (same workers, same upstream), measured with wrk in turns
-# (A B A B ...) and reported as ratios.  Nothing here is a pass/fail test.
+# one nginx (same workers, same upstream), reported as ratios B/A:
+#
+#   - wrk in turns (A B A B ...), with 1, 2 and 4 workers: throughput and
+#     latency;
+#   - valgrind's callgrind: instructions per request, the whole nginx
+#     process (client, proxy and the upstream it proxies to, all in one),
+#     as the difference between a run of N and one of 3N requests, so
+#     that start-up and the token fetch cancel out.  It does not depend
+#     on the machine's load, unlike wrk.
+#
+# Nothing here is a pass/fail test.
 #
 #   BENCH_SECONDS  seconds per wrk run        (default 5)
 #   BENCH_ROUNDS   rounds of A and B          (default 3)
 #   BENCH_CONNS    concurrent connections     (default 50)
+#   BENCH_WORKERS  worker counts for wrk      (default "1 2 4")
+#   BENCH_CALLS    N for callgrind            (default 2000; 0: skip it)
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +28,8 @@ module=${DQE_MODULE:-$top/build/objs/ngx_http_dqe_oauth_module.so}
 secs=${BENCH_SECONDS:-5}
 rounds=${BENCH_ROUNDS:-3}
 conns=${BENCH_CONNS:-50}
+worker_counts=${BENCH_WORKERS:-1 2 4}
+calls=${BENCH_CALLS:-2000}
 
 # below the ephemeral range, so that no outgoing connection can take it
 free_port() {
@@ -63,9 +76,13 @@ static_port=$(free_port)
 dqe_port=$(free_port)
 backend_port=$(free_port)
 
+# the configuration: $1 workers, $2 master process and daemon (on|off)
+write_conf() {
 cat >"$out/conf/nginx.conf" <<CONF
 load_module $module;
-worker_processes 2;
+worker_processes $1;
+master_process $2;
+daemon $2;
 pid logs/nginx.pid;
 error_log logs/error.log warn;
 events { worker_connections 4096; }
@@ -111,21 +128,12 @@ http {
     }
 }
 CONF
-
-"$nginx" -p "$out/" -c "$out/conf/nginx.conf"
-sleep 0.5
-
-curl -sf "http://127.0.0.1:$dqe_port/warm" >/dev/null   # fetch the token
+}
 
 run() {
     wrk -t2 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$1/x" \
         >"$out/wrk.$2.$3" 2>&1
 }
-
-for i in $(seq "$rounds"); do
-    run "$static_port" static "$i"
-    run "$dqe_port" dqe "$i"
-done
 
 rss() {
     local master total=0
@@ -136,36 +144,118 @@ rss() {
     echo "$total"
 }
 
-python3 - "$out" "$rounds" "$(rss)" <<'PY'
-import re, statistics, sys
+for w in $worker_counts; do
+    write_conf "$w" on
+    "$nginx" -p "$out/" -c "$out/conf/nginx.conf"
+    sleep 0.5
 
-out, rounds, rss = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    curl -sf "http://127.0.0.1:$dqe_port/warm" >/dev/null   # the token
+
+    for i in $(seq "$rounds"); do
+        run "$static_port" static "$w.$i"
+        run "$dqe_port" dqe "$w.$i"
+    done
+
+    rss >"$out/rss.$w"
+    "$nginx" -p "$out/" -c "$out/conf/nginx.conf" -s quit
+    for _ in $(seq 100); do
+        [ -f "$out/logs/nginx.pid" ] || break
+        sleep 0.1
+    done
+done
+
+# callgrind: one nginx process, no master, N then 3N keep-alive requests
+# to one variant; instructions per request = the difference / 2N
+
+callgrind() {   # port variant count
+    local pid
+    write_conf 1 off
+    valgrind --tool=callgrind --callgrind-out-file="$out/cg.$2.$3" \
+        "$nginx" -p "$out/" -c "$out/conf/nginx.conf" \
+        >"$out/cg.$2.$3.log" 2>&1 &
+    pid=$!
+
+    for _ in $(seq 300); do
+        curl -sf -o /dev/null "http://127.0.0.1:$1/warm" && break
+        sleep 0.1
+    done
+
+    python3 - "$1" "$3" <<'PY'
+import http.client, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+for _ in range(n):
+    c.request("GET", "/x")
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+PY
+
+    kill -QUIT "$pid"
+    wait "$pid" || true
+}
+
+if [ "$calls" -gt 0 ] && command -v valgrind >/dev/null; then
+    for n in "$calls" $((calls * 3)); do
+        callgrind "$static_port" static "$n"
+        callgrind "$dqe_port" dqe "$n"
+    done
+fi
+
+python3 - "$out" "$rounds" "$worker_counts" "$calls" <<'PY'
+import os, re, statistics, sys
+
+out, rounds, counts, calls = sys.argv[1], int(sys.argv[2]), \
+    sys.argv[3].split(), int(sys.argv[4])
 
 def ms(v):
     n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
     return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
-def read(variant):
+def read(variant, w):
     rps, p50, p99, errs = [], [], [], 0
     for i in range(1, rounds + 1):
-        t = open("%s/wrk.%s.%d" % (out, variant, i)).read()
+        t = open("%s/wrk.%s.%s.%d" % (out, variant, w, i)).read()
         rps.append(float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)))
-        p50.append(ms(re.search(r"50%\s+(\S+)", t).group(1)))
-        p99.append(ms(re.search(r"99%\s+(\S+)", t).group(1)))
+        p50.append(ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)))
+        p99.append(ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1)))
         m = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
         errs += int(m.group(1)) if m else 0
     return statistics.median(rps), statistics.median(p50), \
         statistics.median(p99), errs
 
-a, b = read("static"), read("dqe")
-print("%-22s %12s %10s %10s %8s" % ("variant", "req/s", "p50 ms", "p99 ms",
-                                    "non-2xx"))
-for name, r in (("static header (A)", a), ("dqe_oauth, warm (B)", b)):
-    print("%-22s %12.0f %10.3f %10.3f %8d" % (name, r[0], r[1], r[2], r[3]))
+print("%-8s %-22s %12s %10s %10s %8s" % ("workers", "variant", "req/s",
+                                         "p50 ms", "p99 ms", "non-2xx"))
+ratios = []
+for w in counts:
+    a, b = read("static", w), read("dqe", w)
+    for name, r in (("static header (A)", a), ("dqe_oauth, warm (B)", b)):
+        print("%-8s %-22s %12.0f %10.3f %10.3f %8d"
+              % (w, name, r[0], r[1], r[2], r[3]))
+    ratios.append((w, b[0] / a[0], b[1] / a[1], b[2] / a[2]))
+    rss = int(open("%s/rss.%s" % (out, w)).read())
 print()
-print("ratio B/A: throughput %.3f, p50 latency %.3f, p99 latency %.3f"
-      % (b[0] / a[0], b[1] / a[1], b[2] / a[2]))
-print("worker RSS after the runs (both variants): %d KiB" % rss)
+for w, t, p50, p99 in ratios:
+    print("ratio B/A, %s worker(s): throughput %.3f, p50 latency %.3f, "
+          "p99 latency %.3f" % (w, t, p50, p99))
+print("worker RSS after the runs with %s workers (both variants): %d KiB"
+      % (counts[-1], rss))
+
+def instructions(variant, n):
+    t = open("%s/cg.%s.%d" % (out, variant, n)).read()
+    return int(re.search(r"^summary:\s+(\d+)", t, re.M).group(1))
+
+if calls and os.path.exists("%s/cg.static.%d" % (out, calls)):
+    per = {}
+    for v in ("static", "dqe"):
+        per[v] = (instructions(v, calls * 3) - instructions(v, calls)) \
+            / (2.0 * calls)
+    print()
+    print("callgrind, instructions per request (whole process, %d vs %d "
+          "requests):" % (calls, calls * 3))
+    print("  static header (A) %10.0f" % per["static"])
+    print("  dqe_oauth, warm (B) %8.0f" % per["dqe"])
+    print("ratio B/A: instructions %.4f" % (per["dqe"] / per["static"]))
 PY
 
 grep -c "dqe_oauth" "$out/logs/error.log" >/dev/null 2>&1 && {

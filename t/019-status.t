@@ -212,10 +212,35 @@ is(sample('dqe_oauth_zone_entries', undef, zone => 'dqe_oauth'), 2,
 is(sample('dqe_oauth_zone_size_bytes', undef, zone => 'dqe_oauth'), 1048576,
    'zone size');
 
+# the README's scrape configuration and alerts, as Prometheus reads them
+
+sub readme_block {
+    my ($first) = @_;
+    open my $fh, '<', 'README.md' or die $!;
+    my $text = do { local $/; <$fh> };
+    my ($block) = $text =~ /^(    \Q$first\E\n(?:    .*\n|\n)*)/m or return '';
+    $block =~ s/^    //mg;
+    my $file = $ngx->root . "/readme.$first.yml";
+    $file =~ s/[^\w.\/-]//g;
+    open my $out, '>', $file or die $!;
+    print $out $block;
+    close $out;
+    return $file;
+}
+
 SKIP: {
-    skip 'promtool is not installed', 1 unless -x '/usr/bin/promtool';
+    skip 'promtool is not installed', 3 unless -x '/usr/bin/promtool';
     my $lint = `promtool check metrics < ${\ $ngx->root}/prom.txt 2>&1`;
     is($? >> 8, 0, 'promtool check metrics: clean') or diag $lint;
+
+    my $rules = readme_block('groups:');
+    $lint = `promtool check rules $rules 2>&1`;
+    like($lint, qr/SUCCESS: 3 rules found/, "the README's 3 alerts load")
+        or diag $lint;
+
+    my $config = readme_block('scrape_configs:');
+    $lint = `promtool check config --syntax-only $config 2>&1`;
+    is($? >> 8, 0, "the README's scrape configuration loads") or diag $lint;
 }
 
 for my $body (encode_json($json), $text) {
