@@ -33,6 +33,7 @@ sub fault_port { $ENV{"TEST_NGINX_DQE_FAULT_$_[0]"} }
 my $http = "    server {\n"
     . "        listen 127.0.0.1:$port;\n"
     . "        location /deny { return 401; }\n"
+    . "        location = /status { dqe_oauth_status; }\n"
     . ours('/api/')
     . ours('/renew/', extra => 'dqe_oauth_refresh_ahead 60%;')
     . ours('/warm/', extra => 'dqe_oauth_keep_warm on;')
@@ -114,6 +115,15 @@ my ($h2) = $ngx->h2('/h2/1', '/h2/2', '/timeout/1');
 is_deeply($h2, [200, 200, 502], 'HTTP/2, and a token request that times out');
 
 sleep 1;
+
+# the status, both formats, once every path above has counted
+
+my ($json_st, $json) = $ngx->get('/status', 60);
+my ($prom_st, $prom) = $ngx->get('/status?format=prometheus', 60);
+is_deeply([$json_st, $prom_st], [200, 200], 'the status, JSON and Prometheus');
+like($json, qr/"invalid_client":1/, 'it counted the refused licence');
+like($prom, qr/^dqe_oauth_zone_entries\{zone="dqe_oauth"\} \d+$/m,
+     'and the zone');
 
 kill 'QUIT', $pid;
 waitpid($pid, 0);
