@@ -31,23 +31,7 @@ conns=${BENCH_CONNS:-50}
 worker_counts=${BENCH_WORKERS:-1 2 4}
 calls=${BENCH_CALLS:-2000}
 
-# below the ephemeral range, so that no outgoing connection can take it
-free_port() {
-    python3 - <<'PY'
-import random, socket
-while True:
-    port = random.randrange(20000, 30000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(port)
-    break
-PY
-}
+free_port() { python3 t/free_port.py; }
 
 rm -rf "$out"
 mkdir -p "$out/conf" "$out/logs"

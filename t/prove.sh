@@ -16,19 +16,7 @@ export TEST_NGINX_BINARY="${TEST_NGINX_BINARY:-/usr/sbin/nginx}"
 # a free port below the ephemeral range rather than Test::Nginx's 1984, so
 # that runs from two trees (make mutate, a second checkout) do not collide
 if [ -z "${TEST_NGINX_PORT:-}" ]; then
-    TEST_NGINX_PORT=$(python3 -c '
-import random, socket
-while True:
-    port = random.randrange(20000, 30000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(port)
-    break')
+    TEST_NGINX_PORT=$(python3 t/free_port.py)
     export TEST_NGINX_PORT
 fi
 
