@@ -243,8 +243,8 @@ typedef struct {
 
 
 typedef struct {
-    size_t                          size;
-    size_t                          used;
+    ngx_uint_t                      size;
+    ngx_uint_t                      used;
     ngx_uint_t                      entries;
     ngx_uint_t                      evictions;
     ngx_uint_t                      alloc_failures;

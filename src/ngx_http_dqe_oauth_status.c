@@ -62,6 +62,10 @@ static u_char *ngx_http_dqe_oauth_json(u_char *p, u_char *last,
     ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone);
 static u_char *ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last,
     ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone);
+static u_char *ngx_http_dqe_oauth_histogram(u_char *p, u_char *last,
+    ngx_array_t *sets);
+static u_char *ngx_http_dqe_oauth_zone_metrics(u_char *p, u_char *last,
+    ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone);
 static u_char *ngx_http_dqe_oauth_labels(u_char *p, u_char *last,
     ngx_http_dqe_oauth_cred_t *cred);
 static u_char *ngx_http_dqe_oauth_escape(u_char *p, u_char *last,
@@ -395,7 +399,7 @@ ngx_http_dqe_oauth_json(u_char *p, u_char *last, ngx_array_t *sets,
     p = ngx_slprintf(p, last, "{\"version\":\"%s\",\"zone\":{\"name\":\"",
                      NGX_HTTP_DQE_OAUTH_VERSION);
     p = ngx_http_dqe_oauth_escape(p, last, zone);
-    p = ngx_slprintf(p, last, "\",\"size\":%uz,\"used\":%uz,\"entries\":%ui,"
+    p = ngx_slprintf(p, last, "\",\"size\":%ui,\"used\":%ui,\"entries\":%ui,"
                      "\"evictions\":%ui,\"allocation_failures\":%ui},"
                      "\"credentials\":[",
                      zs->size, zs->used, zs->entries, zs->evictions,
@@ -465,70 +469,119 @@ ngx_http_dqe_oauth_json(u_char *p, u_char *last, ngx_array_t *sets,
 }
 
 
-/* one metric family after another, each with every credential set */
+/*
+ * One metric family after another, each with every credential set.  The
+ * per-set ones with a single sample each come from a table: a time, left
+ * out where it does not hold (no token, no backoff), or a number.
+ */
+
+#define NGX_HTTP_DQE_OAUTH_TIME   0
+#define NGX_HTTP_DQE_OAUTH_UINT   1
+#define NGX_HTTP_DQE_OAUTH_FLAG   2
+
+typedef struct {
+    char                           *name;
+    char                           *type;
+    char                           *help;
+    ngx_uint_t                      kind;
+    size_t                          offset;     /* in the stats */
+} ngx_http_dqe_oauth_metric_t;
+
+
+static ngx_http_dqe_oauth_metric_t  ngx_http_dqe_oauth_set_metrics[] = {
+
+    { "token_expiry_timestamp_seconds", "gauge",
+      "When the cached token expires, as DQE said.",
+      NGX_HTTP_DQE_OAUTH_TIME,
+      offsetof(ngx_http_dqe_oauth_stats_t, expires) },
+
+    { "token_renewal_timestamp_seconds", "gauge",
+      "When the cached token is renewed.",
+      NGX_HTTP_DQE_OAUTH_TIME,
+      offsetof(ngx_http_dqe_oauth_stats_t, renews) },
+
+    { "refresh_token_expiry_timestamp_seconds", "gauge",
+      "Until when the refresh token can be used.",
+      NGX_HTTP_DQE_OAUTH_TIME,
+      offsetof(ngx_http_dqe_oauth_stats_t, refresh_expires) },
+
+    { "last_success_timestamp_seconds", "gauge",
+      "When a token was last received.",
+      NGX_HTTP_DQE_OAUTH_TIME,
+      offsetof(ngx_http_dqe_oauth_stats_t, succeeded) },
+
+    { "backoff_until_timestamp_seconds", "gauge",
+      "Until when token requests back off after a failure.",
+      NGX_HTTP_DQE_OAUTH_TIME,
+      offsetof(ngx_http_dqe_oauth_stats_t, backoff_until) },
+
+    { "consecutive_failures", "gauge",
+      "Token requests failed since the last success.",
+      NGX_HTTP_DQE_OAUTH_UINT,
+      offsetof(ngx_http_dqe_oauth_stats_t, failures) },
+
+    { "fetch_in_flight", "gauge",
+      "Whether a token request is under way.",
+      NGX_HTTP_DQE_OAUTH_FLAG, 0 },
+
+    { "purges_total", "counter",
+      "Tokens dropped after the API answered 401.",
+      NGX_HTTP_DQE_OAUTH_UINT,
+      offsetof(ngx_http_dqe_oauth_stats_t, purges) }
+};
+
+
+#define ngx_http_dqe_oauth_family(p, last, name, type, help)                 \
+    ngx_slprintf(p, last, "# HELP dqe_oauth_%s %s\n"                         \
+                 "# TYPE dqe_oauth_%s %s\n", name, help, name, type)
+
+/* "dqe_oauth_NAME{server=...,licence=...,scope=..." */
+#define ngx_http_dqe_oauth_sample(p, last, name, cred)                       \
+    ngx_http_dqe_oauth_labels(ngx_slprintf(p, last, "dqe_oauth_%s{", name),  \
+                              last, cred)
+
 
 static u_char *
 ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last, ngx_array_t *sets,
     ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone)
 {
-    uint64_t                    t;
-    ngx_uint_t                  i, j, k, sum;
-    ngx_http_dqe_oauth_set_t   *set;
-
-    static struct {
-        char                   *name;
-        char                   *help;
-        size_t                  offset;
-    } times[] = {
-        { "token_expiry_timestamp_seconds",
-          "When the cached token expires, as DQE said.",
-          offsetof(ngx_http_dqe_oauth_stats_t, expires) },
-        { "token_renewal_timestamp_seconds",
-          "When the cached token is renewed.",
-          offsetof(ngx_http_dqe_oauth_stats_t, renews) },
-        { "refresh_token_expiry_timestamp_seconds",
-          "Until when the refresh token can be used.",
-          offsetof(ngx_http_dqe_oauth_stats_t, refresh_expires) },
-        { "last_success_timestamp_seconds",
-          "When a token was last received.",
-          offsetof(ngx_http_dqe_oauth_stats_t, succeeded) },
-        { "backoff_until_timestamp_seconds",
-          "Until when token requests back off after a failure.",
-          offsetof(ngx_http_dqe_oauth_stats_t, backoff_until) }
-    };
-
-#define ngx_http_dqe_oauth_family(name, type, help)                          \
-    p = ngx_slprintf(p, last, "# HELP dqe_oauth_" name " " help "\n"          \
-                     "# TYPE dqe_oauth_" name " " type "\n")
+    u_char                       *v;
+    uint64_t                      t;
+    ngx_uint_t                    i, j, k;
+    ngx_http_dqe_oauth_set_t     *set;
+    ngx_http_dqe_oauth_metric_t  *m;
 
     set = sets->elts;
 
-    ngx_http_dqe_oauth_family("info", "gauge", "The module's version.");
+    p = ngx_http_dqe_oauth_family(p, last, "info", "gauge",
+                                  "The module's version.");
     p = ngx_slprintf(p, last, "dqe_oauth_info{version=\"%s\"} 1\n",
                      NGX_HTTP_DQE_OAUTH_VERSION);
 
-    ngx_http_dqe_oauth_family("requests_total", "counter",
-                              "Requests by how they got their token.");
+    p = ngx_http_dqe_oauth_family(p, last, "requests_total", "counter",
+                                  "Requests by how they got their token.");
 
     for (i = 0; i < sets->nelts; i++) {
         for (j = 0; j < NGX_HTTP_DQE_OAUTH_OUTCOMES; j++) {
-            p = ngx_slprintf(p, last, "dqe_oauth_requests_total{");
-            p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
+            p = ngx_http_dqe_oauth_sample(p, last, "requests_total",
+                                          set[i].cred);
             p = ngx_slprintf(p, last, ",outcome=\"%s\"} %ui\n",
                              ngx_http_dqe_oauth_outcome_names[j],
                              set[i].st.requests[j]);
         }
     }
 
-    ngx_http_dqe_oauth_family("fetches_total", "counter",
-                              "Token requests to DQE by grant and result.");
+    p = ngx_http_dqe_oauth_family(p, last, "fetches_total", "counter",
+                                  "Token requests to DQE by grant and "
+                                  "result.");
 
     for (i = 0; i < sets->nelts; i++) {
         for (j = 0; j < 2; j++) {
             for (k = 0; k < NGX_HTTP_DQE_OAUTH_RESULTS; k++) {
-                p = ngx_slprintf(p, last, "dqe_oauth_fetches_total{");
-                p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
-                p = ngx_slprintf(p, last, ",grant=\"%s\",result=\"%s\"} %ui\n",
+                p = ngx_http_dqe_oauth_sample(p, last, "fetches_total",
+                                              set[i].cred);
+                p = ngx_slprintf(p, last,
+                                 ",grant=\"%s\",result=\"%s\"} %ui\n",
                                  ngx_http_dqe_oauth_grants[j],
                                  ngx_http_dqe_oauth_results[k],
                                  set[i].results[j][k]);
@@ -536,103 +589,109 @@ ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last, ngx_array_t *sets,
         }
     }
 
-    ngx_http_dqe_oauth_family("fetch_duration_seconds", "histogram",
-                              "How long token requests to DQE took.");
+    p = ngx_http_dqe_oauth_histogram(p, last, sets);
 
-    for (i = 0; i < sets->nelts; i++) {
-        for (sum = 0, j = 0; j < NGX_HTTP_DQE_OAUTH_BUCKETS; j++) {
-            sum += set[i].st.buckets[j];
-            p = ngx_slprintf(p, last,
-                             "dqe_oauth_fetch_duration_seconds_bucket{");
-            p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
-            p = ngx_slprintf(p, last, ",le=\"%s\"} %ui\n",
-                             ngx_http_dqe_oauth_bucket_names[j], sum);
-        }
+    for (k = 0; k < sizeof(ngx_http_dqe_oauth_set_metrics)
+                    / sizeof(ngx_http_dqe_oauth_metric_t); k++)
+    {
+        m = &ngx_http_dqe_oauth_set_metrics[k];
 
-        p = ngx_slprintf(p, last, "dqe_oauth_fetch_duration_seconds_sum{");
-        p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
-        p = ngx_slprintf(p, last, "} ");
-        p = ngx_http_dqe_oauth_time(p, last, set[i].st.duration_sum, 0);
-        p = ngx_slprintf(p, last, "\ndqe_oauth_fetch_duration_seconds_count{");
-        p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
-        p = ngx_slprintf(p, last, "} %ui\n", sum);
-    }
-
-    /* a time that does not hold (no token, no backoff) is left out */
-
-    for (k = 0; k < sizeof(times) / sizeof(times[0]); k++) {
-        p = ngx_slprintf(p, last, "# HELP dqe_oauth_%s %s\n"
-                         "# TYPE dqe_oauth_%s gauge\n",
-                         times[k].name, times[k].help, times[k].name);
+        p = ngx_http_dqe_oauth_family(p, last, m->name, m->type, m->help);
 
         for (i = 0; i < sets->nelts; i++) {
-            t = *(uint64_t *) ((u_char *) &set[i].st + times[k].offset);
+            v = (u_char *) &set[i].st + m->offset;
+            t = (m->kind == NGX_HTTP_DQE_OAUTH_TIME) ? *(uint64_t *) v : 0;
 
-            if (t == 0) {
+            if (m->kind == NGX_HTTP_DQE_OAUTH_TIME && t == 0) {
                 continue;
             }
 
-            p = ngx_slprintf(p, last, "dqe_oauth_%s{", times[k].name);
-            p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
-            p = ngx_slprintf(p, last, "} ");
-            p = ngx_http_dqe_oauth_time(p, last, t, 0);
+            p = ngx_slprintf(ngx_http_dqe_oauth_sample(p, last, m->name,
+                                                       set[i].cred),
+                             last, "} ");
+
+            if (m->kind == NGX_HTTP_DQE_OAUTH_TIME) {
+                p = ngx_http_dqe_oauth_time(p, last, t, 0);
+
+            } else {
+                p = ngx_slprintf(p, last, "%ui",
+                                 m->kind == NGX_HTTP_DQE_OAUTH_FLAG
+                                 ? (ngx_uint_t) set[i].st.in_flight
+                                 : *(ngx_uint_t *) v);
+            }
+
             p = ngx_slprintf(p, last, "\n");
         }
     }
 
-    ngx_http_dqe_oauth_family("consecutive_failures", "gauge",
-                              "Token requests failed since the last success.");
+    return ngx_http_dqe_oauth_zone_metrics(p, last, zs, zone);
+}
+
+
+static u_char *
+ngx_http_dqe_oauth_histogram(u_char *p, u_char *last, ngx_array_t *sets)
+{
+    ngx_uint_t                 i, j, sum;
+    ngx_http_dqe_oauth_set_t  *set;
+
+    set = sets->elts;
+
+    p = ngx_http_dqe_oauth_family(p, last, "fetch_duration_seconds",
+                                  "histogram",
+                                  "How long token requests to DQE took.");
 
     for (i = 0; i < sets->nelts; i++) {
-        p = ngx_slprintf(p, last, "dqe_oauth_consecutive_failures{");
-        p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
-        p = ngx_slprintf(p, last, "} %ui\n", set[i].st.failures);
+        for (sum = 0, j = 0; j < NGX_HTTP_DQE_OAUTH_BUCKETS; j++) {
+            sum += set[i].st.buckets[j];
+            p = ngx_http_dqe_oauth_sample(p, last,
+                                          "fetch_duration_seconds_bucket",
+                                          set[i].cred);
+            p = ngx_slprintf(p, last, ",le=\"%s\"} %ui\n",
+                             ngx_http_dqe_oauth_bucket_names[j], sum);
+        }
+
+        p = ngx_http_dqe_oauth_sample(p, last, "fetch_duration_seconds_sum",
+                                      set[i].cred);
+        p = ngx_http_dqe_oauth_time(ngx_slprintf(p, last, "} "), last,
+                                    set[i].st.duration_sum, 0);
+        p = ngx_http_dqe_oauth_sample(ngx_slprintf(p, last, "\n"), last,
+                                      "fetch_duration_seconds_count",
+                                      set[i].cred);
+        p = ngx_slprintf(p, last, "} %ui\n", sum);
     }
 
-    ngx_http_dqe_oauth_family("fetch_in_flight", "gauge",
-                              "Whether a token request is under way.");
+    return p;
+}
 
-    for (i = 0; i < sets->nelts; i++) {
-        p = ngx_slprintf(p, last, "dqe_oauth_fetch_in_flight{");
-        p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
-        p = ngx_slprintf(p, last, "} %d\n", set[i].st.in_flight ? 1 : 0);
+
+static u_char *
+ngx_http_dqe_oauth_zone_metrics(u_char *p, u_char *last,
+    ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone)
+{
+    ngx_uint_t  i;
+
+    static ngx_http_dqe_oauth_metric_t  metrics[] = {
+        { "zone_size_bytes", "gauge", "The size of the shared zone.",
+          0, offsetof(ngx_http_dqe_oauth_zone_stats_t, size) },
+        { "zone_used_bytes", "gauge", "The zone's pages in use.",
+          0, offsetof(ngx_http_dqe_oauth_zone_stats_t, used) },
+        { "zone_entries", "gauge", "Credential sets in the zone.",
+          0, offsetof(ngx_http_dqe_oauth_zone_stats_t, entries) },
+        { "zone_evictions_total", "counter", "Entries evicted to make room.",
+          0, offsetof(ngx_http_dqe_oauth_zone_stats_t, evictions) },
+        { "zone_allocation_failures_total", "counter",
+          "Allocations that failed, even after evictions.",
+          0, offsetof(ngx_http_dqe_oauth_zone_stats_t, alloc_failures) }
+    };
+
+    for (i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++) {
+        p = ngx_http_dqe_oauth_family(p, last, metrics[i].name,
+                                      metrics[i].type, metrics[i].help);
+        p = ngx_slprintf(p, last, "dqe_oauth_%s{zone=\"", metrics[i].name);
+        p = ngx_http_dqe_oauth_escape(p, last, zone);
+        p = ngx_slprintf(p, last, "\"} %ui\n",
+                         *(ngx_uint_t *) ((u_char *) zs + metrics[i].offset));
     }
-
-    ngx_http_dqe_oauth_family("purges_total", "counter",
-                              "Tokens dropped after the API answered 401.");
-
-    for (i = 0; i < sets->nelts; i++) {
-        p = ngx_slprintf(p, last, "dqe_oauth_purges_total{");
-        p = ngx_http_dqe_oauth_labels(p, last, set[i].cred);
-        p = ngx_slprintf(p, last, "} %ui\n", set[i].st.purges);
-    }
-
-#define ngx_http_dqe_oauth_zone_metric(name, type, help, fmt, value)         \
-    ngx_http_dqe_oauth_family(name, type, help);                             \
-    p = ngx_slprintf(p, last, "dqe_oauth_" name "{zone=\"");                 \
-    p = ngx_http_dqe_oauth_escape(p, last, zone);                            \
-    p = ngx_slprintf(p, last, "\"} " fmt "\n", value)
-
-    ngx_http_dqe_oauth_zone_metric("zone_size_bytes", "gauge",
-                                   "The size of the shared zone.",
-                                   "%uz", zs->size);
-    ngx_http_dqe_oauth_zone_metric("zone_used_bytes", "gauge",
-                                   "The zone's pages in use.",
-                                   "%uz", zs->used);
-    ngx_http_dqe_oauth_zone_metric("zone_entries", "gauge",
-                                   "Credential sets in the zone.",
-                                   "%ui", zs->entries);
-    ngx_http_dqe_oauth_zone_metric("zone_evictions_total", "counter",
-                                   "Entries evicted to make room.",
-                                   "%ui", zs->evictions);
-    ngx_http_dqe_oauth_zone_metric("zone_allocation_failures_total",
-                                   "counter",
-                                   "Allocations that failed, even after "
-                                   "evictions.",
-                                   "%ui", zs->alloc_failures);
-
-#undef ngx_http_dqe_oauth_zone_metric
-#undef ngx_http_dqe_oauth_family
 
     return p;
 }
