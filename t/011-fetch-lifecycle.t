@@ -46,9 +46,11 @@ sub ours {
 
 my $ctl = $ENV{TEST_NGINX_DQE_CTL_PORT};
 
-my $main = $lua ? "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
-                  . "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n"
-                : '';
+# Debian's Lua module is loaded; a Lua compiled in (OpenResty) needs nothing
+my $main = ($lua && $lua ne 'static')
+           ? "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
+             . "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n"
+           : '';
 
 my $locations = join '', map { ours(@$_) } (
     ['/api/'], ['/h2c/'], ['/slow/'], ['/arrive/'], ['/h2r/'], ['/reload/'],

@@ -90,7 +90,7 @@ make -f "$out/objs/Makefile" -j"$(nproc)" "$target" >"$out/make.log" 2>&1 || {
 }
 
 cp "$out/objs/nginx" "$out/nginx"
-"$out/nginx" -V 2>&1 | head -1
+"$out/nginx" -v 2>&1
 echo "built $out/nginx"
 
 if [ "$mode" = dynamic ]; then

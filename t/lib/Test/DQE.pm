@@ -419,8 +419,11 @@ sub run {
 
     if ($pid == 0) {
         open STDERR, '>>', "$self->{root}/logs/stderr.log";
-        { exec $self->{binary}, '-p', "$self->{root}/", '-c',
-               "$self->{root}/conf/nginx.conf", @args; }
+        # -e: what nginx says before its configuration is read goes to
+        # stderr, not to a build's default error log (logs/error.log
+        # under the prefix: the file the scenarios read)
+        { exec $self->{binary}, '-p', "$self->{root}/", '-e', 'stderr',
+               '-c', "$self->{root}/conf/nginx.conf", @args; }
         POSIX::_exit(127);
     }
 
@@ -709,16 +712,32 @@ sub h2 {
 
 package Test::DQE;
 
-# whether Debian's Lua module loads into the nginx under test (it is
-# built for Debian's nginx 1.22: other versions refuse it)
+# whether the nginx under test has Lua: 'static' when it is compiled in
+# (OpenResty, --add-module), 1 when Debian's Lua module loads into it (it
+# is built for Debian's nginx 1.22: other versions refuse it), else 0
 
 sub lua_loads {
     my $binary = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
     my $dir = "/tmp/dqe-lua-check.$$";
 
-    return 0 unless -f '/usr/lib/nginx/modules/ngx_http_lua_module.so';
-
     mkdir $dir;
+
+    # Lua compiled into the binary (OpenResty, --add-module): no load_module
+    if (open my $fh, '>', "$dir/nginx.conf") {
+        print $fh "error_log /dev/null; pid $dir/nginx.pid;\n"
+            . "events { }\nhttp { lua_package_path ';;'; }\n";
+        close $fh;
+        my $static = system("$binary -p $dir/ -c $dir/nginx.conf -t -q "
+                            . ">/dev/null 2>&1") == 0;
+        unlink "$dir/nginx.conf";
+        if ($static) { rmdir $dir; return 'static'; }
+    }
+
+    unless (-f '/usr/lib/nginx/modules/ngx_http_lua_module.so') {
+        rmdir $dir;
+        return 0;
+    }
+
     open my $fh, '>', "$dir/nginx.conf" or return 0;
     print $fh "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
         . "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n"
