@@ -65,6 +65,9 @@ DEFAULT_LICENCES = [
      "expired": False},
     {"id": "999999", "secret": "s3cr3t-pass", "scopes": list(KNOWN_SCOPES),
      "expired": True},
+    # a secret being rotated: the old one and the new one both valid
+    {"id": "333333", "secret": ["s3cr3t-pass", "s3cr3t-pass-new"],
+     "scopes": list(KNOWN_SCOPES), "expired": False},
 ] + [
     # many credential sets, for cache-size tests: 100000 .. 100999
     {"id": str(100000 + i), "secret": "bulk-pass",
@@ -94,7 +97,7 @@ class TooLarge(Exception):
 
 
 class Licence:
-    __slots__ = ("id", "secret", "scopes", "expired")
+    __slots__ = ("id", "secrets", "scopes", "expired")
 
     def __init__(self, item):
         if not isinstance(item, dict):
@@ -102,7 +105,13 @@ class Licence:
         if "id" not in item or "secret" not in item:
             raise ValueError("each licence needs \"id\" and \"secret\"")
         self.id = str(item["id"])
-        self.secret = str(item["secret"])
+        # one secret, or a list of those valid at once (a rotation)
+        given = item["secret"]
+        if not isinstance(given, list):
+            given = [given]
+        if not given:
+            raise ValueError("\"secret\" must not be an empty list")
+        self.secrets = tuple(str(s).encode("utf-8") for s in given)
         scopes = item.get("scopes", [])
         if not isinstance(scopes, list):
             raise ValueError("\"scopes\" must be a list")
@@ -548,8 +557,10 @@ class Handler(BaseHTTPRequestHandler):
         if scope not in KNOWN_SCOPES:
             return 400, None, "unsupported_grant_type"
         lic = st.licences.get(cid)
-        if (lic is None or lic.expired or not hmac.compare_digest(
-                lic.secret.encode("utf-8"), secret.encode("utf-8"))):
+        given = secret.encode("utf-8")
+        if (lic is None or lic.expired
+                or not any([hmac.compare_digest(s, given)
+                            for s in lic.secrets])):
             return 400, None, "invalid_client"
         if scope not in lic.scopes:
             return 400, None, "unauthorized_client"

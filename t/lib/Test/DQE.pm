@@ -541,8 +541,8 @@ sub log {
     return <$fh>;
 }
 
-# one HTTP/1.0 GET on a connection of its own: (status, body), status 0
-# when nothing or no HTTP came back within the timeout
+# one HTTP/1.0 GET on a connection of its own: (status, body, headers),
+# status 0 when nothing or no HTTP came back within the timeout
 
 sub get {
     my ($self, $path, $timeout, $port) = @_;
@@ -566,9 +566,9 @@ sub get {
     close $s;
 
     my ($status) = $resp =~ m{^HTTP/1\.\d (\d+)};
-    my ($body) = $resp =~ /\r\n\r\n(.*)\z/s;
+    my ($head, $body) = $resp =~ /\A(.*?)\r\n\r\n(.*)\z/s;
 
-    return ($status || 0, $body // '');
+    return ($status || 0, $body // '', $head // '');
 }
 
 # the same GET in a child process, while the script goes on: a handle,
