@@ -247,7 +247,7 @@ __DATA__
 [qr/\A(?!.*(?:TK|invalid_|Invalid|error_description|not http))(?s:.*)502/s,
  qr/"token_requests":\{"GET":0,"POST":0\}/]
 --- error_log eval
-[qr/DQE answered 403 without a known OAuth2 error: check that dqe_oauth_server is DQE's token server/]
+[qr/DQE answered 403 without a known OAuth2 error: check that dqe_oauth_server is DQE's token server; next token request in 10000 ms/]
 
 
 

@@ -9,9 +9,10 @@
 #                   once the right one has a token, and is no reason to
 #                   hold the right one off; the same for the licence, the
 #                   scope and the server
-#   backoff         1 s doubling after a server or network error, 10 s
-#                   doubling after a refusal, back to 1 s after a token:
-#                   the [error] lines' "next token request in N ms"
+#   backoff         1 s doubling after a server or network error (up to
+#                   30 s: a Retry-After of 16 s doubles to 30, not 32),
+#                   10 s doubling after a refusal, back to 1 s after a
+#                   token: the [error] lines' "next token request in N ms"
 #   stale if error  a background renewal that fails while the token is
 #                   before its cutoff: the next requests go on with it
 #   renewal ahead   past the refresh point and before the cutoff: RENEW
@@ -21,7 +22,8 @@
 #                   most a quarter of the lifetime) on, the token is not
 #                   used: MISS, a new token, while DQE still takes the old
 #
-# Plain Test::More, an nginx of its own.  Tokens live 10 s at the mock.
+# Plain Test::More, an nginx of its own, about 20 s.  Tokens live 10 s
+# at the mock.
 # Each check is timed from the requests it depends on: the time a
 # request was sent bounds from below when DQE issued its token, the time
 # its answer came bounds from above when the module started its clock,
@@ -101,6 +103,7 @@ my $http = "    server {\n"
 
     . loc('/flaky/', licence => 100706, %bulk, port => $close)
     . loc('/refused/', licence => 999999, scope => 'client_email')
+    . loc('/cap/', licence => 100707, %bulk)
     . "    }\n";
 
 mock('/__mock/reset');
@@ -249,6 +252,10 @@ $done{flaky} = time;
 is(req('/refused/1'), '502 ERROR -', '/refused/: DQE refuses the licence');
 $done{refused} = time;
 
+mock('/__mock/fault?status=503&header=Retry-After:16&count=1');
+is(req('/cap/1'), '502 ERROR -', '/cap/: DQE answers 503, Retry-After: 16');
+$done{cap} = time;
+
 at($done{flaky} + 0.3);
 is(req('/flaky/2'), '502 ERROR -', '/flaky/: during the backoff, at once');
 
@@ -371,13 +378,23 @@ is(req('/ahead/5'), "200 HIT $tok{ahead}", '/ahead/: the renewed token');
 at($done{refused} + 10.2);
 is(req('/refused/2'), '502 ERROR -', '/refused/: after 10 s, DQE asked again');
 
+# after a Retry-After of 16 s, a server error: the backoff doubles, to
+# its maximum
+
+at($done{cap} + 16.2);
+mock('/__mock/fault?status=500&count=1');
+is(req('/cap/2'), '502 ERROR -', '/cap/: after 16 s, DQE fails again');
+
 # the backoffs logged
 
 is_deeply([backoffs(100706, 'client_address', 4)], [1000, 2000, 4000, 8000],
           '/flaky/: backoffs of 1, 2, 4, 8 s');
 is_deeply([backoffs(999999, 'client_email', 2)], [10000, 20000],
           '/refused/: backoffs of 10, 20 s');
-is_deeply([backoffs(100705, 'client_address', 1)], [1000], '/recover/: a backoff of 1 s');
+is_deeply([backoffs(100705, 'client_address', 1)], [1000],
+          '/recover/: a backoff of 1 s');
+is_deeply([backoffs(100707, 'client_address', 2)], [16000, 30000],
+          '/cap/: 16 s (Retry-After), then 30 s: doubled, at most 30 s');
 
 my @fetches = lines(qr/dqe_oauth fetch for .*licence "100706"/, 4);
 is(scalar @fetches, 4,
