@@ -121,7 +121,8 @@ sub req {
     my $token = '-';
 
     if ($st == 200 && $body =~ /\ABearer (\S+)\z/) {
-        $token = $names{$1} //= 't' . (keys(%names) + 1);
+        $names{$1} = 't' . (1 + keys %names) unless exists $names{$1};
+        $token = $names{$1};
     }
 
     return join ' ', $st, $how // '-', $token;
@@ -152,7 +153,7 @@ sub lines {
     my ($re, $n, $timeout) = @_;
     my @l;
 
-    for (1 .. ($timeout // 5) * 20) {
+    for (1 .. ($timeout // 2) * 20) {
         @l = grep { /$re/ } split /\n/, $ngx->log;
         last if @l >= $n;
         sleep 0.05;
@@ -301,6 +302,7 @@ is(req('/stale/4'), "200 HIT $tok{stale}",
    '/stale/: the next request goes on with the token');
 is(req('/stale/5'), "200 HIT $tok{stale}",
    '/stale/: and the next, no renewal during the backoff');
+mock('/__mock/fault?clear=1');
 
 # renewal ahead: past the refresh point (4 s before the cutoff), before
 # the cutoff
@@ -344,6 +346,7 @@ is(req('/recover/3'), "200 RENEW $tok{recover}",
 @warn = lines(qr/\[warn\] .*renewing the token for .*licence "100705"/, 1);
 like($warn[0] // 'no line', qr/; the current token is used until its cutoff, next try in 1000 ms/,
      '/recover/: its renewal failed: 1 s, the backoff begins again');
+mock('/__mock/fault?clear=1');
 
 at($done{flaky} + 4.2);
 is(req('/flaky/6'), '502 ERROR -', '/flaky/: after 4 s, DQE asked again');
