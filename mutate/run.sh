@@ -24,7 +24,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 root=$PWD
-catalogue=$root/mutate/mutants.txt
 work=${MUTATE_DIR:-$root/build/mutate}
 tree=$work/tree
 logs=$work/logs
@@ -32,9 +31,20 @@ nginx=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 limit=${MUTATE_TIMEOUT:-300}
 module=$tree/build/objs/ngx_http_dqe_oauth_module.so
 
-catalogue() { perl "$root/mutate/catalogue.pl" "$@"; }
+# the copy's catalogue: the tree as it was when the run began
+catalogue=$tree/mutate/mutants.txt
 
-list=$(catalogue list "$catalogue") || exit 2
+catalogue() { perl "$tree/mutate/catalogue.pl" "$@"; }
+
+start=$(date +%s)
+
+rm -rf "$tree" "$logs" "$work/original"
+mkdir -p "$tree" "$logs"
+
+git ls-files -z -co --exclude-standard \
+    | tar --null -T - -cf - | tar -C "$tree" -xf -
+
+list=$(cd "$tree" && catalogue list "$catalogue") || exit 2
 
 if [ -n "${MUTANTS:-}" ]; then
     want=",$MUTANTS,"
@@ -50,17 +60,9 @@ if [ -n "${MUTANTS:-}" ]; then
 fi
 
 total=$(echo "$list" | grep -c .)
-start=$(date +%s)
 
-echo "mutate: $total mutants; a copy of the tree in $tree"
-
-rm -rf "$work"
-mkdir -p "$tree" "$logs"
-
-git ls-files -z -co --exclude-standard \
-    | tar --null -T - -cf - | tar -C "$tree" -xf -
-
-echo "mutate: building the module as it is (configure, once)"
+echo "mutate: $total mutants; a copy of the tree in $tree;" \
+     "building the module as it is (configure, once)"
 
 if ! make -C "$tree" >"$logs/build.log" 2>&1; then
     tail -20 "$logs/build.log"
@@ -178,7 +180,7 @@ printf 'mutate: %d of %d caught (%d%%) in %dm%02ds\n' "$caught" "$total" \
 
 if [ ${#bad[@]} -gt 0 ]; then
     for id in "${bad[@]}"; do
-        echo "  $id: $(catalogue promise "$catalogue" "$id")"
+        echo "  $id: $(cd "$tree" && catalogue promise "$catalogue" "$id")"
     done
     echo "mutate: FAILED (logs in $logs)"
     exit 1

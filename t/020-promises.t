@@ -43,19 +43,9 @@ my $ngx = Test::DQE::Nginx->new('promises');
 my $port = $ngx->port;
 my $close = $ENV{TEST_NGINX_DQE_FAULT_CLOSE};
 
-my $status = 'add_header X-DQE-Status $dqe_oauth_status always;';
-
 # a location of ours whose upstream is the echo location
 
-sub loc {
-    my ($path, %o) = @_;
-
-    my $loc = Test::DQE::location($path, %o,
-                                  extra => $status . ($o{extra} // ''));
-    $loc =~ s{proxy_pass [^;]+;}{proxy_pass http://127.0.0.1:$port/echo;};
-
-    return $loc;
-}
+sub loc { Test::DQE::echo_location(shift, $port, @_) }
 
 my %bulk = (secret => 'bulk-pass');
 
@@ -111,22 +101,7 @@ ok($ngx->start(http => $http), 'nginx starts');
 
 # "200 HIT t3": the status, $dqe_oauth_status and the token the upstream got
 
-my %names;
-
-sub req {
-    my ($path) = @_;
-
-    my ($st, $body, $head) = $ngx->get($path);
-    my ($how) = $head =~ /^X-DQE-Status: *(\S+)/mi;
-    my $token = '-';
-
-    if ($st == 200 && $body =~ /\ABearer (\S+)\z/) {
-        $names{$1} = 't' . (1 + keys %names) unless exists $names{$1};
-        $token = $names{$1};
-    }
-
-    return join ' ', $st, $how // '-', $token;
-}
+sub req { $ngx->outcome(@_) }
 
 # a first request that fetches: the name of its token, or 'none'
 

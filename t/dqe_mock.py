@@ -165,6 +165,8 @@ class State:
         self.last_params = []
         self.last_ct = ""
         self.last_method = ""
+        self.last_headers = []
+        self.last_version = ""
         self.in_flight_max = 0
         self.issues_since_prune = 0
 
@@ -240,6 +242,8 @@ class State:
             "last_token_params": list(self.last_params),
             "last_token_content_type": self.last_ct,
             "last_token_method": self.last_method,
+            "last_token_headers": list(self.last_headers),
+            "last_token_version": self.last_version,
             "token_in_flight_max": self.in_flight_max,
             "live_tokens": self.live_count_locked(time.monotonic()),
             "token_faults": self.token_faults,
@@ -489,6 +493,8 @@ class Handler(BaseHTTPRequestHandler):
             st.last_params = names
             st.last_ct = ctype
             st.last_method = method
+            st.last_headers = [k.lower() for k in self.headers.keys()]
+            st.last_version = self.request_version
             if params.get("scope") == REFRESH_SCOPE:
                 st.refresh_requests += 1
             fault = self.server.fixed_fault
