@@ -4,6 +4,8 @@
 # this nginx answers the Authorization header it gets; tokens are named
 # t1, t2... in the order they first appear, so that none is printed).
 #
+#   WAIT            a request that comes while another's fetch is in
+#                   flight waits for it and gets its token
 #   the cache key   two locations that differ only in the secret get
 #                   tokens of their own; a wrong secret is refused even
 #                   once the right one has a token, and is no reason to
@@ -71,6 +73,7 @@ my $http = "    server {\n"
     . loc('/scope-granted/', licence => 222222, scope => 'client_email')
     . loc('/scope-not/', licence => 222222, scope => 'client_address')
     . loc('/server-down/', licence => 123456, port => $close)
+    . loc('/wait/', licence => 100708, %bulk)
 
     # freshness, with 10 s tokens: renewal 4 s ahead of a cutoff 1 s
     # before DQE's expiry (at 5 s, cutoff at 9 s); the same with 40%;
@@ -200,6 +203,23 @@ is(req('/key-new/3'), "200 HIT $new", 'the new secret: still its token');
 like(mock('/__mock/stats?reset=counters'),
      Test::DQE::stats(token_requests => { POST => 14 }, tokens_issued => 5),
      'one token request per credential set, five of them good');
+
+
+# --- WAIT: a fetch in flight (DQE takes a second) is waited for ------------
+
+mock('/__mock/fault?delay=1&count=1');
+
+my $first = $ngx->outcome_later('/wait/1');
+sleep 0.3;
+my $second = req('/wait/2');
+$first = $first->();
+
+like($first, qr/^200 MISS t\d+$/, '/wait/: the first request fetches: MISS');
+is($second, '200 WAIT ' . ($first =~ /(t\d+)$/ ? $1 : 'none'),
+   '/wait/: the second waits for it: WAIT, the same token');
+like(mock('/__mock/stats?reset=counters'),
+     Test::DQE::stats(token_requests => { POST => 1 }),
+     '/wait/: one token request');
 
 
 # --- freshness and backoff, on one clock ------------------------------------

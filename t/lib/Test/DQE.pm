@@ -356,7 +356,8 @@ sub fault {
 #                                              # HTTP/1.1 connection
 #   my ($st, $out) = $ngx->h2('/a', '/b');     # statuses, one HTTP/2 one
 #   $ngx->outcome('/a');                       # "200 MISS t1", with
-#                                              # Test::DQE::echo_location
+#                                              # Test::DQE::echo_location;
+#   my $h = $ngx->outcome_later('/a'); $h->(); # the same, in a child
 #   $ngx->reload(http => ...);  $ngx->stop;  $ngx->log;
 #
 # start and reload also take shutdown_timeout (worker_shutdown_timeout,
@@ -596,17 +597,60 @@ sub get {
 sub outcome {
     my ($self, $path) = @_;
 
-    my ($status, $body, $head) = $self->get($path);
-    my ($how) = $head =~ /^X-DQE-Status: *(\S+)/mi;
-    my $names = $self->{names} ||= {};
-    my $token = '-';
+    return $self->named($self->unnamed($path));
+}
 
-    if ($status == 200 && $body =~ /\ABearer (\S+)\z/) {
-        $names->{$1} = 't' . (1 + keys %$names) unless exists $names->{$1};
-        $token = $names->{$1};
+# the same GET in a child process, while the script goes on: a handle,
+# called to wait for the child and get the outcome
+
+sub outcome_later {
+    my ($self, $path) = @_;
+
+    pipe(my $rd, my $wr) or die "pipe: $!";
+
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        close $rd;
+        syswrite $wr, $self->unnamed($path) . "\n";
+        POSIX::_exit(0);
     }
 
-    return join ' ', $status, $how // '-', $token;
+    close $wr;
+
+    return sub {
+        waitpid($pid, 0);
+        my $line = <$rd> // "0 - -\n";
+        close $rd;
+        chomp $line;
+        return $self->named($line);
+    };
+}
+
+sub unnamed {
+    my ($self, $path) = @_;
+
+    my ($status, $body, $head) = $self->get($path);
+    my ($how) = $head =~ /^X-DQE-Status: *(\S+)/mi;
+    my ($token) = $status == 200 ? $body =~ /\ABearer (\S+)\z/ : ();
+
+    return join ' ', $status, $how // '-', $token // '-';
+}
+
+sub named {
+    my ($self, $line) = @_;
+
+    my ($status, $how, $token) = split / /, $line;
+    my $names = $self->{names} ||= {};
+
+    if ($token ne '-') {
+        $names->{$token} = 't' . (1 + keys %$names)
+            unless exists $names->{$token};
+        $token = $names->{$token};
+    }
+
+    return join ' ', $status, $how, $token;
 }
 
 # the same GET in a child process, while the script goes on: a handle,
