@@ -10,6 +10,8 @@
 #   make test-static  the suite against that binary
 #   make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make valgrind every token path under valgrind's memcheck
+#   make mutate   each mutant of mutate/mutants.txt against its test files:
+#                 every one must be caught (MUTANTS=id,... for some)
 #   make check-build NGINX_SOURCE=dir
 #                 dynamic and static builds against that nginx source tree
 #                 (or tarball), and the suite against each
@@ -39,7 +41,7 @@ DEPS       := nginx nginx-dev gcc make openssl curl python3 \
 SOURCES    := config $(wildcard src/*.c src/*.h)
 
 .PHONY: all deps run stop test bench asan static test-static fuzz valgrind \
-        deb test-deb check-build clean
+        mutate deb test-deb check-build clean
 
 all: $(MODULE)
 
@@ -125,6 +127,10 @@ test-deb: deb
 valgrind: deps $(MODULE)
 	TEST_NGINX_BINARY=$(NGINX) DQE_MODULE=$(MODULE) \
 	    prove -I t/lib t/valgrind.pl
+
+# in a copy of the tree (build/mutate), so that the tree is left as it is
+mutate: deps
+	TEST_NGINX_BINARY=$(NGINX) bash mutate/run.sh
 
 FUZZ_SECONDS ?= 60
 

@@ -60,6 +60,11 @@ my ($refresh) = $res->{content} =~ /"refresh_token":"(\*TK[0-9a-f]+)"/;
 $res = get("/oauth/access_token/?$good");
 is($res->{status}, 200, 'GET with the same fields as a query string: 200');
 
+for my $secret ('s3cr3t-pass', 's3cr3t-pass-new') {
+    $res = post("client_id=333333&client_secret=$secret&scope=client_address");
+    is($res->{status}, 200, "licence 333333 (a rotation): $secret is valid");
+}
+
 # --- every error row of DQE's page ---------------------------------------
 
 my @rows = (
@@ -75,6 +80,8 @@ my @rows = (
      'invalid_client', 'wrong secret'],
     ['client_secret=s3cr3t-pass&scope=client_address&client_id=222222', 400,
      'unauthorized_client', 'licence not allowed the scope'],
+    ['client_secret=s3cr3t-pass-ne&scope=client_address&client_id=333333',
+     400, 'invalid_client', 'a licence of two secrets, neither given'],
     ['client_secret=s3cr3t-pass&scope=client&client_id=123456', 400,
      'unsupported_grant_type', 'unknown scope'],
     ['scope=client_address&client_id=123456', 400, 'invalid_request',

@@ -194,13 +194,14 @@ X-After: 1
 
 
 
-=== TEST 9: the token request never carries the client's headers
+=== TEST 9: the token request never carries the client's headers, nor the API location's
 --- config
     location /api/ {
         dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
         dqe_oauth_licence 123456;
         dqe_oauth_secret  s3cr3t-pass;
         dqe_oauth_scope   client_address;
+        proxy_set_header  X-Api-Only 1;
         proxy_pass https://127.0.0.1:$TEST_NGINX_DQE_PORT;
     }
 --- more_headers
@@ -210,7 +211,7 @@ X-Unknown: 1
 ["GET /__mock/reset", "POST /api/x\nhello", "GET /__mock/stats?reset=1"]
 --- response_body_like eval
 [qr/reset/, qr/"ok":true/,
- qr/"last_token_params":\["client_id","client_secret","scope"\],"last_token_content_type":"application\/x-www-form-urlencoded"/]
+ qr/"last_token_params":\["client_id","client_secret","scope"\],"last_token_content_type":"application\/x-www-form-urlencoded","last_token_method":"POST","last_token_headers":\["host","content-length","accept","content-type"\],"last_token_version":"HTTP\/1.1"/]
 --- no_error_log
 [error]
 
@@ -416,3 +417,22 @@ could not connect to the token server
 --- response_headers_like eval
 ["", "X-DQE-OAuth: MISS", "X-DQE-OAuth: HIT", "X-DQE-OAuth: ERROR",
  "X-DQE-OAuth: \\[\\]", ""]
+
+
+
+=== TEST 17: a client refused by access checks costs no token request
+--- config
+    location /api/ {
+        deny all;
+        dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
+        dqe_oauth_licence 123456;
+        dqe_oauth_secret  s3cr3t-pass;
+        dqe_oauth_scope   client_address;
+        proxy_pass https://127.0.0.1:$TEST_NGINX_DQE_PORT;
+    }
+--- request eval
+["GET /__mock/reset", "GET /api/x", "GET /__mock/stats?reset=1"]
+--- error_code eval
+[200, 403, 200]
+--- response_body_like eval
+[qr/reset/, qr/403 Forbidden/, qr/"token_requests":\{"GET":0,"POST":0\}/]

@@ -247,7 +247,7 @@ __DATA__
 [qr/\A(?!.*(?:TK|invalid_|Invalid|error_description|not http))(?s:.*)502/s,
  qr/"token_requests":\{"GET":0,"POST":0\}/]
 --- error_log eval
-[qr/DQE answered 403 without a known OAuth2 error: check that dqe_oauth_server is DQE's token server/]
+[qr/DQE answered 403 without a known OAuth2 error: check that dqe_oauth_server is DQE's token server; next token request in 10000 ms/]
 
 
 
@@ -872,7 +872,7 @@ __DATA__
 
 
 
-=== TEST 36: token response larger than 16k
+=== TEST 36: token response larger than 16k: not read into memory, one error line
 --- config
     location /api/ {
         dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_FAULT_BIG;
@@ -890,6 +890,8 @@ __DATA__
  qr/"token_requests":\{"GET":0,"POST":1\}/]
 --- error_log eval
 [qr/the token response was cut short or is larger than 16k/]
+--- no_error_log
+too big subrequest response
 
 
 

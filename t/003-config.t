@@ -223,7 +223,22 @@ qr/\[emerg\] .*invalid dqe_oauth_error_status "404": use a code from 500 to 599/
 
 
 
-=== TEST 16: bad expiry margin
+=== TEST 16: error status above 599
+--- config
+    location /api/ {
+        dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
+        dqe_oauth_licence 123456;
+        dqe_oauth_secret  s3cr3t-pass;
+        dqe_oauth_scope   client_address;
+        dqe_oauth_error_status 600;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid dqe_oauth_error_status "600": use a code from 500 to 599/
+
+
+
+=== TEST 17: bad expiry margin
 --- config
     location /api/ {
         dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
@@ -238,7 +253,22 @@ qr/\[emerg\] .*"dqe_oauth_expiry_margin" directive invalid value/
 
 
 
-=== TEST 17: zone without a size
+=== TEST 18: refresh ahead out of range
+--- config
+    location /api/ {
+        dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
+        dqe_oauth_licence 123456;
+        dqe_oauth_secret  s3cr3t-pass;
+        dqe_oauth_scope   client_address;
+        dqe_oauth_refresh_ahead 95%;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid dqe_oauth_refresh_ahead "95%": use a share of the token lifetime from 0% to 90% \(e.g. 20%\), a time \(e.g. 30s\), or "off"/
+
+
+
+=== TEST 19: zone without a size
 --- http_config
     dqe_oauth_zone tokens;
 --- must_die
@@ -247,7 +277,7 @@ qr/\[emerg\] .*invalid dqe_oauth_zone "tokens": use NAME:SIZE, e.g. "dqe_oauth:1
 
 
 
-=== TEST 18: zone with a bad size
+=== TEST 20: zone with a bad size
 --- http_config
     dqe_oauth_zone tokens:lots;
 --- must_die
@@ -256,7 +286,7 @@ qr/\[emerg\] .*invalid dqe_oauth_zone size "lots": use a size such as 1m or 512k
 
 
 
-=== TEST 19: zone too small
+=== TEST 21: zone too small
 --- http_config
     dqe_oauth_zone tokens:4k;
 --- must_die
@@ -265,7 +295,7 @@ qr/\[emerg\] .*dqe_oauth_zone "tokens" is too small: give it at least 32k/
 
 
 
-=== TEST 20: zone declared twice
+=== TEST 22: zone declared twice
 --- http_config
     dqe_oauth_zone tokens:1m;
     dqe_oauth_zone other:1m;
@@ -275,7 +305,7 @@ qr/\[emerg\] .*"dqe_oauth_zone" directive is duplicate/
 
 
 
-=== TEST 21: zone in a server block
+=== TEST 23: zone in a server block
 --- config
     dqe_oauth_zone tokens:1m;
 --- must_die
@@ -284,7 +314,7 @@ qr/\[emerg\] .*"dqe_oauth_zone" directive is not allowed here/
 
 
 
-=== TEST 22: zone name clashing with another module's zone
+=== TEST 24: zone name clashing with another module's zone
 --- http_config
     limit_req_zone $binary_remote_addr zone=shared:1m rate=1r/s;
     dqe_oauth_zone shared:1m;
@@ -294,7 +324,7 @@ qr/\[emerg\] .*the shared memory zone "shared" is already declared for a differe
 
 
 
-=== TEST 23: token server name that does not resolve
+=== TEST 25: token server name that does not resolve
 --- config
     location /api/ {
         dqe_oauth_licence 123456;
@@ -308,7 +338,7 @@ qr/\[emerg\] .*host not found in upstream "no-such-host.invalid"/
 
 
 
-=== TEST 24: server and secret shared from http{}, the rest per location
+=== TEST 26: server and secret shared from http{}, the rest per location
 --- http_config
     proxy_ssl_verify on;
     proxy_ssl_trusted_certificate $TEST_NGINX_DQE_CA;
@@ -337,7 +367,7 @@ qr/\[emerg\] .*host not found in upstream "no-such-host.invalid"/
 
 
 
-=== TEST 25: server-level credentials, used by every location of the server
+=== TEST 27: server-level credentials, used by every location of the server
 --- config
     dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
     dqe_oauth_licence 654321;

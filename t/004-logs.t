@@ -103,3 +103,32 @@ Authorization: Basic YWxpY2U6cHc=
  qr/\[error\] .*DQE answered 400 unauthorized_client/]
 --- no_error_log eval
 [qr/s3cr3t/, qr/TK[0-9a-f]{8}/]
+
+
+
+=== TEST 4: the access log of a request with no Authorization: $http_authorization is "-"
+--- log_level: info
+--- http_config
+    proxy_ssl_verify on;
+    proxy_ssl_trusted_certificate $TEST_NGINX_DQE_CA;
+    log_format dqe '"$request" $status "$http_authorization"';
+--- config
+    access_log logs/error.log dqe;
+
+    location /api/ {
+        dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
+        dqe_oauth_licence 123456;
+        dqe_oauth_secret  s3cr3t-pass;
+        dqe_oauth_scope   client_address;
+        proxy_pass https://127.0.0.1:$TEST_NGINX_DQE_PORT;
+    }
+--- request eval
+["GET /api/x", "GET /api/y", "GET /__mock/stats?reset=1"]
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/"ok":true/, qr/"ok":true/, qr/"POST":1/]
+--- error_log eval
+[qr/^"GET \/api\/x HTTP\/1.1" 200 "-"$/]
+--- no_error_log eval
+[qr/TK[0-9a-f]{8}/]

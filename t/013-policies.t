@@ -1,5 +1,6 @@
 # Bounded policies: a path whose upstream always answers 401 costs at most
-# one token request each 10 s (and none with dqe_oauth_purge_on_401 off);
+# one token request each 10 s (and none with dqe_oauth_purge_on_401 off;
+# another status, 403, purges nothing);
 # a renewal ahead longer than half a token's usable life is clamped, with
 # one [warn]; refusals during a backoff write at most one [error] line a
 # second per credential set, saying how many were left out.
@@ -18,11 +19,13 @@ sub mock { Test::DQE::mock(@_) }
 my $ngx = Test::DQE::Nginx->new('policies');
 my $port = $ngx->port;
 
-# /deny answers 401 to anything: an upstream that refuses every token
+# /deny answers 401 to anything: an upstream that refuses every token;
+# /forbid 403
 
 my $http = "    server {\n"
     . "        listen 127.0.0.1:$port;\n"
     . "        location /deny { return 401; }\n"
+    . "        location /forbid { return 403; }\n"
     . Test::DQE::location('/always401/', licence => 100801,
                           secret => 'bulk-pass')
     . Test::DQE::location('/nopurge/', licence => 100802,
@@ -31,10 +34,14 @@ my $http = "    server {\n"
     . Test::DQE::location('/short/', licence => 100803, secret => 'bulk-pass',
                           extra => 'dqe_oauth_refresh_ahead 10s;')
     . Test::DQE::location('/refused/', licence => 999999)
+    . Test::DQE::location('/forbidden/', licence => 100804,
+                          secret => 'bulk-pass')
     . "    }\n";
 
 $http =~ s{(location /(?:always401|nopurge)/ \{.*?proxy_pass )[^;]+;}
           {${1}http://127.0.0.1:$port/deny;}gs;
+$http =~ s{(location /forbidden/ \{.*?proxy_pass )[^;]+;}
+          {${1}http://127.0.0.1:$port/forbid;}s;
 
 mock('/__mock/reset');
 ok($ngx->start(http => $http), 'nginx starts');
@@ -59,6 +66,13 @@ like(mock('/__mock/stats?reset=counters'),
      'one token request: never purged');
 unlike($ngx->log, qr/the API refused the token for .*licence "100802"/,
        'no purge line');
+
+@st = map { ($ngx->get("/forbidden/$_"))[0] } 1 .. 5;
+is_deeply(\@st, [(403) x 5], 'an upstream that answers 403');
+
+like(mock('/__mock/stats?reset=counters'),
+     Test::DQE::stats(token_requests => { POST => 1 }),
+     'one token request: only a 401 drops the token');
 
 # --- a renewal ahead longer than short tokens ------------------------------
 

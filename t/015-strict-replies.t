@@ -56,6 +56,17 @@ my @cases = (
       'no valid "access_token"', 'a token that is not ASCII' ],
     [ '{"access_token":"tok A",' . $tail,
       'no valid "access_token"', 'a token with a space' ],
+    [ '{"access_token":"tok\u007fA",' . $tail,
+      'no valid "access_token"', 'a token with a DEL' ],
+    [ '{"x":"\udc00","access_token":"TKa",' . $tail,
+      'is not a JSON object', 'a lone low surrogate, in another member' ],
+    [ '{"x":' . ('{"y":' x 40) . '1' . ('}' x 40) . ',"access_token":"TKa",'
+      . $tail,
+      'is not a JSON object', 'objects nested 40 deep' ],
+    [ '{"access_token":"TK\qa",' . $tail,
+      'is not a JSON object', 'an unknown escape' ],
+    [ '{"access_token":"TKa","token_type":"Bearer","expires_in":0300}',
+      'is not a JSON object', 'a number with a leading zero' ],
     [ '{"access_token":"TK\u0041\/x",' . $tail,
       '=Bearer TKA/x', 'escapes decoded' ],
     [ '{"x":{"y":[1,2.5e-3,true,null,"\ud83d\ude00"]},"access_token":"TKn",'
@@ -63,6 +74,8 @@ my @cases = (
       '=Bearer TKn', 'other members, nested, skipped' ],
     [ " \r\n\t" . '{"access_token":"TKw",' . $tail . " \n",
       '=Bearer TKw', 'whitespace around the object' ],
+    [ '{"access_token":"TKb","token_type":"bEARER","expires_in":"300"}',
+      '=Bearer TKb', 'the token type in any case' ],
     [ '{"access_token":"TKr","refresh_token":"a","refresh_token":"b",'
       . $tail,
       '=Bearer TKr', 'a refresh token given twice is dropped, not fatal' ],

@@ -65,6 +65,9 @@ DEFAULT_LICENCES = [
      "expired": False},
     {"id": "999999", "secret": "s3cr3t-pass", "scopes": list(KNOWN_SCOPES),
      "expired": True},
+    # a secret being rotated: the old one and the new one both valid
+    {"id": "333333", "secret": ["s3cr3t-pass", "s3cr3t-pass-new"],
+     "scopes": list(KNOWN_SCOPES), "expired": False},
 ] + [
     # many credential sets, for cache-size tests: 100000 .. 100999
     {"id": str(100000 + i), "secret": "bulk-pass",
@@ -94,7 +97,7 @@ class TooLarge(Exception):
 
 
 class Licence:
-    __slots__ = ("id", "secret", "scopes", "expired")
+    __slots__ = ("id", "secrets", "scopes", "expired")
 
     def __init__(self, item):
         if not isinstance(item, dict):
@@ -102,7 +105,13 @@ class Licence:
         if "id" not in item or "secret" not in item:
             raise ValueError("each licence needs \"id\" and \"secret\"")
         self.id = str(item["id"])
-        self.secret = str(item["secret"])
+        # one secret, or a list of those valid at once (a rotation)
+        given = item["secret"]
+        if not isinstance(given, list):
+            given = [given]
+        if not given:
+            raise ValueError("\"secret\" must not be an empty list")
+        self.secrets = tuple(str(s).encode("utf-8") for s in given)
         scopes = item.get("scopes", [])
         if not isinstance(scopes, list):
             raise ValueError("\"scopes\" must be a list")
@@ -156,6 +165,8 @@ class State:
         self.last_params = []
         self.last_ct = ""
         self.last_method = ""
+        self.last_headers = []
+        self.last_version = ""
         self.in_flight_max = 0
         self.issues_since_prune = 0
 
@@ -231,6 +242,8 @@ class State:
             "last_token_params": list(self.last_params),
             "last_token_content_type": self.last_ct,
             "last_token_method": self.last_method,
+            "last_token_headers": list(self.last_headers),
+            "last_token_version": self.last_version,
             "token_in_flight_max": self.in_flight_max,
             "live_tokens": self.live_count_locked(time.monotonic()),
             "token_faults": self.token_faults,
@@ -480,6 +493,8 @@ class Handler(BaseHTTPRequestHandler):
             st.last_params = names
             st.last_ct = ctype
             st.last_method = method
+            st.last_headers = [k.lower() for k in self.headers.keys()]
+            st.last_version = self.request_version
             if params.get("scope") == REFRESH_SCOPE:
                 st.refresh_requests += 1
             fault = self.server.fixed_fault
@@ -548,8 +563,10 @@ class Handler(BaseHTTPRequestHandler):
         if scope not in KNOWN_SCOPES:
             return 400, None, "unsupported_grant_type"
         lic = st.licences.get(cid)
-        if (lic is None or lic.expired or not hmac.compare_digest(
-                lic.secret.encode("utf-8"), secret.encode("utf-8"))):
+        given = secret.encode("utf-8")
+        if (lic is None or lic.expired
+                or not any([hmac.compare_digest(s, given)
+                            for s in lic.secrets])):
             return 400, None, "invalid_client"
         if scope not in lic.scopes:
             return 400, None, "unauthorized_client"

@@ -207,6 +207,21 @@ sub location {
         . "    }\n";
 }
 
+# the same, its upstream an echo location of the server that listens on
+# port (location /echo { return 200 $http_authorization; }), telling
+# $dqe_oauth_status in X-DQE-Status: for Test::DQE::Nginx->outcome
+
+sub echo_location {
+    my ($path, $port, %o) = @_;
+
+    my $loc = location($path, %o,
+                       extra => 'add_header X-DQE-Status $dqe_oauth_status '
+                                . 'always; ' . ($o{extra} // ''));
+    $loc =~ s{proxy_pass [^;]+;}{proxy_pass http://127.0.0.1:$port/echo;};
+
+    return $loc;
+}
+
 # a burst of N concurrent requests to PATH (default /api/): GET /burst
 # includes them all at once (SSI), each over a connection of its own to
 # the server{} of fan_server(), which listens with "reuseport" so that
@@ -340,6 +355,9 @@ sub fault {
 #   my @r = $ngx->keepalive('/a', '/b');       # [status, body] each, one
 #                                              # HTTP/1.1 connection
 #   my ($st, $out) = $ngx->h2('/a', '/b');     # statuses, one HTTP/2 one
+#   $ngx->outcome('/a');                       # "200 MISS t1", with
+#                                              # Test::DQE::echo_location;
+#   my $h = $ngx->outcome_later('/a'); $h->(); # the same, in a child
 #   $ngx->reload(http => ...);  $ngx->stop;  $ngx->log;
 #
 # start and reload also take shutdown_timeout (worker_shutdown_timeout,
@@ -544,8 +562,8 @@ sub log {
     return <$fh>;
 }
 
-# one HTTP/1.0 GET on a connection of its own: (status, body), status 0
-# when nothing or no HTTP came back within the timeout
+# one HTTP/1.0 GET on a connection of its own: (status, body, headers),
+# status 0 when nothing or no HTTP came back within the timeout
 
 sub get {
     my ($self, $path, $timeout, $port) = @_;
@@ -569,9 +587,73 @@ sub get {
     close $s;
 
     my ($status) = $resp =~ m{^HTTP/1\.\d (\d+)};
-    my ($body) = $resp =~ /\r\n\r\n(.*)\z/s;
+    my ($head, $body) = $resp =~ /\A(.*?)\r\n\r\n(.*)\z/s;
 
-    return ($status || 0, $body // '');
+    return ($status || 0, $body // '', $head // '');
+}
+
+# what a GET to an echo_location got: "200 HIT t3", the status,
+# $dqe_oauth_status ("-": none) and the token its upstream received
+# ("-": none), named t1, t2... in the order this nginx first showed
+# them, so that no token is printed
+
+sub outcome {
+    my ($self, $path) = @_;
+
+    return $self->named($self->unnamed($path));
+}
+
+# the same GET in a child process, while the script goes on: a handle,
+# called to wait for the child and get the outcome
+
+sub outcome_later {
+    my ($self, $path) = @_;
+
+    pipe(my $rd, my $wr) or die "pipe: $!";
+
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        close $rd;
+        syswrite $wr, $self->unnamed($path) . "\n";
+        POSIX::_exit(0);
+    }
+
+    close $wr;
+
+    return sub {
+        waitpid($pid, 0);
+        my $line = <$rd> // "0 - -\n";
+        close $rd;
+        chomp $line;
+        return $self->named($line);
+    };
+}
+
+sub unnamed {
+    my ($self, $path) = @_;
+
+    my ($status, $body, $head) = $self->get($path);
+    my ($how) = $head =~ /^X-DQE-Status: *(\S+)/mi;
+    my ($token) = $status == 200 ? $body =~ /\ABearer (\S+)\z/ : ();
+
+    return join ' ', $status, $how // '-', $token // '-';
+}
+
+sub named {
+    my ($self, $line) = @_;
+
+    my ($status, $how, $token) = split / /, $line;
+    my $names = $self->{names} ||= {};
+
+    if ($token ne '-') {
+        $names->{$token} = 't' . (1 + keys %$names)
+            unless exists $names->{$token};
+        $token = $names->{$token};
+    }
+
+    return join ' ', $status, $how, $token;
 }
 
 # the same GET in a child process, while the script goes on: a handle,
