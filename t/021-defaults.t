@@ -5,7 +5,9 @@
 # lifetime, 9.6 s) under its clamp (half the usable 38 s).
 #
 #   /margin/   no renewal ahead: cutoff 38 s in: HIT at 37 s, MISS at 38.3 s
-#   /ahead/    all defaults: refresh point 28.4 s in: HIT at 27.6 s, RENEW
+#   /ahead/    all defaults: refresh point 28.4 s in, or up to 2.4 s
+#              earlier (the spread this instance drew: the status says
+#              which): HIT 0.8 s before it, RENEW
 #              at 28.8 s (the upstream gets the current token), then HIT
 #              with the new one; DQE refuses the refresh token (older than
 #              its 20 s here), the renewal falls back to the licence and
@@ -30,6 +32,7 @@ my $port = $ngx->port;
 my $http = "    server {\n"
     . "        listen 127.0.0.1:$port;\n"
     . "        location /echo { return 200 \$http_authorization; }\n"
+    . "        location = /status { dqe_oauth_status; }\n"
     . Test::DQE::echo_location('/margin/', $port, licence => 100711,
                                secret => 'bulk-pass',
                                extra => 'dqe_oauth_refresh_ahead off;')
@@ -57,9 +60,18 @@ for my $loc (qw(margin ahead)) {
     $done{$loc} = time;
 }
 
-at($done{ahead} + 27.6);
+# the refresh point: 20% of 48 s before the cutoff, and this instance's
+# spread, up to a quarter of that (the status tells it to the ms)
+
+my ($st, $body) = $ngx->get('/status');
+my ($expires, $renews) = $body =~ /"licence":"100712".*?"token_expires":([\d.]+),"token_renews":([\d.]+)/;
+my $ahead = ($expires // 0) - ($renews // 0);
+ok($ahead >= 19.6 - 0.002 && $ahead < 22.0,
+   "/ahead/: renewal 10 s + 20% of 48 s (+ up to a quarter) before expiry: $ahead s");
+
+at($done{ahead} + 48 - $ahead - 0.8);
 is($ngx->outcome('/ahead/2'), "200 HIT $tok{ahead}",
-   '/ahead/: 27.6 s in, before 20% of 48 s ahead of its cutoff: HIT');
+   '/ahead/: 0.8 s before its refresh point: HIT');
 
 at($done{ahead} + 28.8);
 is($ngx->outcome('/ahead/3'), "200 RENEW $tok{ahead}",
