@@ -82,7 +82,21 @@ write_secret("other-pass\n");
 mock('/__mock/reset');
 
 my $t0 = time;
-ok($ngx->start(http => $http, workers => 4), 'nginx starts, 4 workers');
+# a server whose credentials (refused ones) its locations inherit, the
+# status among them: the status itself never asks for a token
+
+my $port2 = $ngx->port2;
+my $server2 = "    server {\n"
+    . "        listen 127.0.0.1:$port2;\n"
+    . "        dqe_oauth_server  127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};\n"
+    . "        dqe_oauth_licence 999999;\n"
+    . "        dqe_oauth_secret  s3cr3t-pass;\n"
+    . "        dqe_oauth_scope   client_email;\n"
+    . "        location = /status { dqe_oauth_status; }\n"
+    . "    }\n";
+
+ok($ngx->start(http => $http . $server2, workers => 4),
+   'nginx starts, 4 workers');
 
 # --- known traffic, then the status -----------------------------------------
 
@@ -371,6 +385,15 @@ mock('/__mock/revoke');
 is_deeply(\@st, [401, (200) x 19],
           'the API refused the token once: purged for all 4 workers at once');
 is(set_of(status_json(), '123456')->{purges}, 1, 'one purge counted');
+
+my ($st3, $body3) = $ngx->get('/status', undef, $port2);
+is($st3, 200, 'the status under server-level credentials: no token needed');
+my $json3 = eval { decode_json($body3) } // {};
+my ($email) = grep { $_->{scope} eq 'client_email' }
+               @{ $json3->{credentials} // [] };
+is_deeply($email && [@{ $email->{requests} }{qw(miss error)},
+                     $email->{fetches}{client_credentials}{invalid_client}],
+          [0, 0, 0], 'its credential set: no request, no token request');
 
 ok($ngx->stop, 'nginx stops');
 Test::DQE::log_ok($ngx->log);
