@@ -141,7 +141,8 @@ while IFS=$'\t' read -r id file tests; do
     log=$logs/$id.log
     t0=$(date +%s)
 
-    cp -p "$tree/$file" "$work/original"
+    saved=0
+    cp -p "$tree/$file" "$work/original" 2>/dev/null && saved=1
 
     if ! (cd "$tree" && catalogue apply "$catalogue" "$id" "$tree") \
            >"$log" 2>&1
@@ -157,8 +158,10 @@ while IFS=$'\t' read -r id file tests; do
     fi
 
     # the original back, newer than the objects built from the mutant
-    cp "$work/original" "$tree/$file"
-    touch "$tree/$file"
+    if [ $saved = 1 ]; then
+        cp "$work/original" "$tree/$file"
+        touch "$tree/$file"
+    fi
 
     case $result in
     caught*) caught=$((caught + 1)) ;;
