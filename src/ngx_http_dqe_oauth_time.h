@@ -78,10 +78,6 @@ ngx_http_dqe_oauth_token_times(ngx_msec_t start, ngx_uint_t expires_in,
 
     t->clamped = (ahead > usable / 2);
 
-    if (t->clamped) {
-        ahead = usable / 2;
-    }
-
     ahead += (ngx_msec_t) ((uint64_t) (ahead / 4) * jitter / 65536);
 
     if (ahead > usable / 2) {
