@@ -214,13 +214,10 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
 
     rc = ngx_http_dqe_oauth_zone_get(cred, since, &view);
 
-    if (rc == NGX_OK && ctx == NULL && !view.renew) {
+    if (rc == NGX_OK && ctx == NULL && !view.renew && !view.stale) {
         ngx_http_dqe_oauth_l1_copy(cred, &view, r->connection->log);
-
-        if (!view.stale) {
-            ngx_http_dqe_oauth_count(cred, NGX_HTTP_DQE_OAUTH_HIT);
-            return ngx_http_dqe_oauth_set_header(r, &view.token);
-        }
+        ngx_http_dqe_oauth_count(cred, NGX_HTTP_DQE_OAUTH_HIT);
+        return ngx_http_dqe_oauth_set_header(r, &view.token);
     }
 
     if (ctx == NULL) {
@@ -315,8 +312,8 @@ ngx_http_dqe_oauth_create_ctx(ngx_http_request_t *r,
  * This worker's copy of the token, if it still holds: the zone has not
  * changed since it was made, it is not past its "until" (the refresh
  * point, see zone_get), and it is less than a second old, so that the
- * entry keeps its place in the zone's LRU.  A stale token is left to
- * the zone's path, which tells it apart.
+ * entry keeps its place in the zone's LRU.  A stale token is never
+ * copied: the zone's path tells it apart.
  */
 
 static ngx_flag_t
@@ -327,7 +324,6 @@ ngx_http_dqe_oauth_l1(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token)
     now = ngx_current_msec;
 
     if (!cred->l1_valid
-        || cred->l1_stale
         || cred->l1_generation
            != ngx_http_dqe_oauth_zone_generation(cred->zone)
         || !ngx_http_dqe_oauth_after(cred->l1_until, now)
@@ -360,7 +356,6 @@ ngx_http_dqe_oauth_l1_copy(ngx_http_dqe_oauth_cred_t *cred,
     cred->l1_generation = view->generation;
     cred->l1_until = view->until;
     cred->l1_copied = ngx_current_msec;
-    cred->l1_stale = view->stale;
     cred->l1_valid = 1;
 }
 

@@ -144,7 +144,6 @@ typedef struct {
     ngx_msec_t                      l1_until;
     ngx_msec_t                      l1_copied;  /* the LRU touch, too */
     unsigned                        l1_valid:1;
-    unsigned                        l1_stale:1;
 
     /* this worker's request counts, not yet added to the zone */
     ngx_uint_t                      counts[NGX_HTTP_DQE_OAUTH_OUTCOMES];
