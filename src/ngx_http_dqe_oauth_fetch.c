@@ -547,7 +547,7 @@ ngx_http_dqe_oauth_send(ngx_http_dqe_oauth_fetch_t *fetch)
 
     ngx_memzero(&sr->headers_in, sizeof(ngx_http_headers_in_t));
 
-    sr->headers_in.headers = headers;
+    ngx_http_dqe_oauth_list_move(&sr->headers_in.headers, &headers);
     sr->headers_in.content_length_n = body ? (off_t) body->len : -1;
     sr->headers_in.keep_alive_n = -1;
     sr->request_body = rb;

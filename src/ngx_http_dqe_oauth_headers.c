@@ -197,7 +197,7 @@ ngx_http_dqe_oauth_rebuild(ngx_http_request_t *r, ngx_str_t *value)
         }
     }
 
-    r->headers_in.headers = headers;
+    ngx_http_dqe_oauth_list_move(&r->headers_in.headers, &headers);
 
     return NGX_DECLINED;
 }

@@ -273,6 +273,25 @@ typedef struct {
 } ngx_http_dqe_oauth_json_member_t;
 
 
+/*
+ * A list built aside (in a local) put in its place: a list's "last"
+ * points at its own first part while it has one part, so a plain copy
+ * would leave it pointing into the dead local, and the next module to
+ * push a header (ngx.req.set_header, more_set_input_headers) would
+ * write through it.
+ */
+
+static ngx_inline void
+ngx_http_dqe_oauth_list_move(ngx_list_t *to, ngx_list_t *from)
+{
+    *to = *from;
+
+    if (from->last == &from->part) {
+        to->last = &to->part;
+    }
+}
+
+
 /* ngx_http_dqe_oauth_zone.c */
 ngx_shm_zone_t *ngx_http_dqe_oauth_add_zone(ngx_conf_t *cf, ngx_str_t *name,
     size_t size);

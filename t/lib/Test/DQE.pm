@@ -568,12 +568,22 @@ sub log {
 sub get {
     my ($self, $path, $timeout, $port) = @_;
 
+    return request($self, "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n",
+                          $timeout, $port);
+}
+
+# the same for a request given whole (its headers, a body): HTTP/1.0, or
+# HTTP/1.1 with "Connection: close"
+
+sub request {
+    my ($self, $raw, $timeout, $port) = @_;
+
     my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:"
                                               . ($port // $self->{port}),
                                   Timeout => $timeout || 15)
         or return (0, "connect: $!");
 
-    print $s "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    print $s $raw;
 
     my $resp = '';
     eval {
