@@ -822,8 +822,9 @@ ngx_http_dqe_oauth_classify(ngx_http_request_t *sr,
 static ngx_msec_t
 ngx_http_dqe_oauth_retry_after(ngx_http_request_t *sr)
 {
+    u_char           *p;
     time_t            t;
-    ngx_int_t         n;
+    ngx_int_t         n, max;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -852,18 +853,22 @@ ngx_http_dqe_oauth_retry_after(ngx_http_request_t *sr)
             continue;
         }
 
-        n = ngx_atoi(h[i].value.data, h[i].value.len);
+        max = NGX_HTTP_DQE_OAUTH_BACKOFF_MAX / 1000;
 
-        if (n == NGX_ERROR) {
+        /* seconds: any number of digits, saturated (never wrapped) */
+
+        for (n = 0, p = h[i].value.data;
+             p < h[i].value.data + h[i].value.len && *p >= '0' && *p <= '9';
+             p++)
+        {
+            n = ngx_min(n * 10 + (*p - '0'), max);
+        }
+
+        if (p == h[i].value.data || p != h[i].value.data + h[i].value.len) {
             t = ngx_parse_http_time(h[i].value.data, h[i].value.len);
-            n = (t == NGX_ERROR) ? 0 : t - ngx_time();
+            n = (t == NGX_ERROR || t <= ngx_time()) ? 0
+                : ngx_min(t - ngx_time(), max);
         }
-
-        if (n <= 0) {
-            return 0;
-        }
-
-        n = ngx_min(n, NGX_HTTP_DQE_OAUTH_BACKOFF_MAX / 1000);
 
         return (ngx_msec_t) n * 1000;
     }

@@ -32,6 +32,10 @@ static void ngx_http_dqe_oauth_exit_process(ngx_cycle_t *cycle);
 
 static char *ngx_http_dqe_oauth_set_str(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_dqe_oauth_set_licence(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_dqe_oauth_visible(ngx_conf_t *cf, char *what,
+    ngx_str_t *value);
 static char *ngx_http_dqe_oauth_set_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_dqe_oauth_set_scope(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -75,7 +79,7 @@ static ngx_command_t  ngx_http_dqe_oauth_commands[] = {
 
     { ngx_string("dqe_oauth_licence"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_dqe_oauth_set_str,
+      ngx_http_dqe_oauth_set_licence,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_dqe_oauth_loc_conf_t, licence),
       NULL },
@@ -546,6 +550,57 @@ ngx_http_dqe_oauth_set_str(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
+ * The licence is shown by the status, in JSON and in Prometheus labels:
+ * visible ASCII only, so that both always parse (bytes that are not
+ * UTF-8 would not)
+ */
+
+static char *
+ngx_http_dqe_oauth_set_licence(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char       *rv;
+    ngx_str_t  *value;
+
+    rv = ngx_http_dqe_oauth_set_str(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_dqe_oauth_visible(cf, "dqe_oauth_licence", &value[1])
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_dqe_oauth_visible(ngx_conf_t *cf, char *what, ngx_str_t *value)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < value->len; i++) {
+        if (value->data[i] > 0x20 && value->data[i] < 0x7f) {
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %s \"%V\": only visible ASCII "
+                           "characters are allowed (no spaces, no bytes "
+                           "over 0x7e)", what, value);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * The secret from a file, read now (as root, before workers start): one
  * line, one trailing newline dropped, so that nginx -T shows no secret.
  */
@@ -575,7 +630,13 @@ ngx_http_dqe_oauth_set_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    /*
+     * non-blocking: a FIFO (or a link to one) would block the master in
+     * open() until a writer came, signals unhandled; it is refused below
+     */
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
 
     if (fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
@@ -584,10 +645,26 @@ ngx_http_dqe_oauth_set_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "dqe_oauth_secret_file \"%s\" cannot be read",
+                           name.data);
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!ngx_is_file(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "dqe_oauth_secret_file \"%s\" is not a regular "
+                           "file (a FIFO, a device or a directory)",
+                           name.data);
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
     p = ngx_pnalloc(cf->pool, NGX_HTTP_DQE_OAUTH_TOKEN_MAX + 1);
 
-    n = (p == NULL || ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) ? -1
-        : read(fd, p, NGX_HTTP_DQE_OAUTH_TOKEN_MAX + 1);
+    n = (p == NULL) ? -1 : read(fd, p, NGX_HTTP_DQE_OAUTH_TOKEN_MAX + 1);
 
     if (n == -1) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
@@ -959,6 +1036,12 @@ ngx_http_dqe_oauth_set_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     name.data = value[1].data;
     name.len = p - value[1].data;
+
+    if (ngx_http_dqe_oauth_visible(cf, "dqe_oauth_zone name", &name)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     s.data = p + 1;
     s.len = value[1].data + value[1].len - s.data;

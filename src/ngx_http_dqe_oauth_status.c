@@ -727,8 +727,9 @@ ngx_http_dqe_oauth_escape(u_char *p, u_char *last, ngx_str_t *s)
             *p++ = '\\';
             *p++ = c;
 
-        } else if (c < 0x20 || c == 0x7f) {
-            *p++ = '?';     /* configuration texts hold none */
+        } else if (c < 0x20 || c >= 0x7f) {
+            /* configuration texts hold none: nginx -t refuses them */
+            *p++ = '?';
 
         } else {
             *p++ = c;

@@ -59,6 +59,10 @@ if ($lua) {
 LUA
 }
 
+$locations .= Test::DQE::location('/ra19/', licence => 100961,
+                                  secret => 'bulk-pass')
+    . Test::DQE::location('/ra27/', licence => 100962, secret => 'bulk-pass');
+
 my $http = <<"CONF";
     server {
         listen 127.0.0.1:${\ $ngx->port};
@@ -104,8 +108,79 @@ SKIP: {
          'one token request for all of them');
 }
 
+# --- a Retry-After from DQE too large for an integer ---------------------
+#
+# saturates at the 5-minute cap (0.3.0: taken for no number at all, a
+# backoff of 1 s); the client is told the seconds left, rounded up
+
+for my $case (['/ra19/', '9223372036854775808'], ['/ra27/', '9' x 27]) {
+    my ($path, $value) = @$case;
+
+    mock("/__mock/fault?status=503&header=Retry-After:$value&count=1");
+
+    my ($st) = $ngx->get("${path}1");
+    my ($st2, undef, $head) = $ngx->get("${path}2");
+    my ($ra) = $head =~ /^Retry-After: *(\S+)/mi;
+
+    is("$st $st2 " . ($ra // '-'), '502 502 300',
+       'Retry-After: ' . length($value) . ' digits: backing off 300 s');
+}
+
+mock('/__mock/fault?clear=1');
+
 ok($ngx->stop, 'quit');
 
 Test::DQE::log_ok($ngx->log);
+
+# --- nginx -t refuses what would hang or mislead --------------------------
+
+my $conf = Test::DQE::Nginx->new('safety-conf');
+my $fifo = $conf->root . '/conf/fifo.secret';
+
+system('mkfifo', $fifo) == 0 or die "mkfifo: $?";
+symlink('fifo.secret', $conf->root . '/conf/link.secret') or die $!;
+mkdir $conf->root . '/conf/dir.secret';
+
+sub conf_with {
+    my (%o) = @_;
+
+    my $loc = Test::DQE::location('/api/', licence => $o{licence});
+    $loc =~ s{dqe_oauth_secret  \S+;}{dqe_oauth_secret_file $o{file};}
+        if $o{file};
+
+    $conf->write_conf(http => ($o{http} // '')
+                              . "    server {\n"
+                              . "        listen 127.0.0.1:${\ $conf->port};\n"
+                              . $loc
+                              . "    }\n");
+
+    return $conf->test_conf(10);
+}
+
+for my $name ('fifo.secret', 'link.secret', 'dir.secret') {
+    my ($ok, $err, $hung) = conf_with(file => $name);
+    my $path = $conf->root . "/conf/$name";
+
+    is(($hung ? 'hung' : $ok ? 'passed' : 'failed'), 'failed',
+       "dqe_oauth_secret_file $name: nginx -t fails at once");
+    like($err, qr/\[emerg\] .*dqe_oauth_secret_file "\Q$path\E" is not a regular file/,
+         'naming the file');
+}
+
+my ($ok, $err) = conf_with(licence => "caf\xe9-\xff");
+ok(!$ok, 'a licence with bytes that are not ASCII: nginx -t fails');
+like($err, qr/\[emerg\] .*invalid dqe_oauth_licence "caf.-.": only visible ASCII/,
+     'saying what is allowed');
+
+($ok, $err) = conf_with(licence => "12 34");
+ok(!$ok, 'a licence with a space: nginx -t fails');
+
+($ok, $err) = conf_with(http => "    dqe_oauth_zone caf\xe9:1m;\n");
+ok(!$ok, 'a zone name with bytes that are not ASCII: nginx -t fails');
+like($err, qr/\[emerg\] .*invalid dqe_oauth_zone name "caf.": only visible ASCII/,
+     'saying what is allowed');
+
+($ok, $err) = conf_with(licence => '123456');
+ok($ok, 'the same configuration with a good licence passes') or diag($err);
 
 done_testing();

@@ -450,6 +450,48 @@ sub run {
     return $? == 0;
 }
 
+# "nginx -t" of the configuration written, within $timeout seconds (a
+# hang is killed): (passed, what it wrote to stderr, hung)
+
+sub test_conf {
+    my ($self, $timeout) = @_;
+
+    my $log = "$self->{root}/logs/stderr.log";
+    truncate $log, 0;
+
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        open STDERR, '>>', $log;
+        { exec $self->{binary}, '-p', "$self->{root}/", '-e', 'stderr',
+               '-c', "$self->{root}/conf/nginx.conf", '-t'; }
+        POSIX::_exit(127);
+    }
+
+    my $end = time + ($timeout || 10);
+    my $done;
+
+    while (time < $end) {
+        $done = waitpid($pid, POSIX::WNOHANG());
+        last if $done;
+        sleep 0.05;
+    }
+
+    my $hung = !$done;
+    my $ok = $done && $? == 0;
+
+    if ($hung) {
+        kill 'KILL', $pid;
+        waitpid($pid, 0);
+    }
+
+    open my $fh, '<', $log;
+    local $/;
+
+    return ($ok, <$fh> // '', $hung);
+}
+
 sub master {
     my ($self) = @_;
 
