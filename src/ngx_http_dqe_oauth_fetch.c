@@ -25,8 +25,11 @@
  *   end     close the anchor
  *
  * Should nginx tear the anchor down on its own (an error inside the
- * subrequest, worker_shutdown_timeout), its cleanup records the outcome:
- * the mark never outlives the fetch.
+ * subrequest), its cleanup records the outcome: the mark never outlives
+ * the fetch.  At worker_shutdown_timeout the exiting worker ends its
+ * token requests (the anchor's read handler): each mark is freed with no
+ * backoff, so that the new workers ask at once, and the old worker
+ * leaves within the operator's bound.
  */
 
 
@@ -54,6 +57,7 @@ typedef struct {
     unsigned                        ended:1;    /* the outcome is recorded */
     unsigned                        too_big:1;
     unsigned                        complete:1; /* the reply's last buf */
+    unsigned                        shutdown:1; /* ended by the worker */
 } ngx_http_dqe_oauth_fetch_t;
 
 
@@ -61,6 +65,7 @@ static ngx_http_dqe_oauth_fetch_t *ngx_http_dqe_oauth_anchor(
     ngx_http_dqe_oauth_cred_t *cred, ngx_http_dqe_oauth_claim_t *claim,
     ngx_uint_t why);
 static ngx_connection_t *ngx_http_dqe_oauth_anchor_connection(void);
+static void ngx_http_dqe_oauth_anchor_shutdown(ngx_event_t *rev);
 static ngx_http_request_t *ngx_http_dqe_oauth_anchor_request(
     ngx_connection_t *c, ngx_http_dqe_oauth_endpoint_t *ep);
 static ngx_int_t ngx_http_dqe_oauth_refresh_body(
@@ -322,9 +327,9 @@ ngx_http_dqe_oauth_anchor_connection(void)
     c->tcp_nodelay = NGX_TCP_NODELAY_DISABLED;
     c->tcp_nopush = NGX_TCP_NOPUSH_DISABLED;
 
-    /* worker_shutdown_timeout calls the handlers of every connection */
+    /* worker_shutdown_timeout calls the read handler of every connection */
 
-    c->read->handler = ngx_http_empty_handler;
+    c->read->handler = ngx_http_dqe_oauth_anchor_shutdown;
     c->write->handler = ngx_http_empty_handler;
 
     c->write->ready = 1;
@@ -335,6 +340,42 @@ ngx_http_dqe_oauth_anchor_connection(void)
     }
 
     return c;
+}
+
+
+/*
+ * No event ever fires on the anchor: its read handler is called only by
+ * ngx_shutdown_timer_handler(), with c->close set, at the end of
+ * worker_shutdown_timeout.  The token request is ended there (nginx
+ * would leave it to run its whole timeout, and the worker with it).
+ */
+
+static void
+ngx_http_dqe_oauth_anchor_shutdown(ngx_event_t *rev)
+{
+    ngx_connection_t            *c;
+    ngx_http_request_t          *r;
+    ngx_http_dqe_oauth_fetch_t  *fetch;
+
+    c = rev->data;
+
+    if (!c->close) {
+        return;
+    }
+
+    /* c->data: the request running on the anchor, maybe the subrequest */
+
+    r = ((ngx_http_request_t *) c->data)->main;
+    fetch = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
+
+    if (fetch) {
+        fetch->shutdown = 1;
+    }
+
+    /* c->error is set: nginx terminates the request, cleanups first */
+
+    ngx_http_finalize_request(r, NGX_ERROR);
+    ngx_http_run_posted_requests(c);
 }
 
 
@@ -1030,9 +1071,10 @@ ngx_http_dqe_oauth_end(ngx_http_dqe_oauth_fetch_t *fetch)
 
 
 /*
- * The anchor is torn down by nginx (an error in the subrequest, or
- * worker_shutdown_timeout): the reply, if one was read, still counts;
- * else the token request failed.  Never a mark left behind.
+ * The anchor is torn down by nginx (an error in the subrequest), or by
+ * the worker at its shutdown timeout: the reply, if one was read, still
+ * counts; at shutdown, the mark is freed for the new workers, with no
+ * backoff; else the token request failed.  Never a mark left behind.
  */
 
 static void
@@ -1041,6 +1083,28 @@ ngx_http_dqe_oauth_cleanup(void *data)
     ngx_http_dqe_oauth_fetch_t  *fetch = data;
 
     if (fetch->ended) {
+        return;
+    }
+
+    /*
+     * at shutdown, nginx's upstream cleanup has ended the subrequest
+     * first: a reply not read is no failure of DQE's
+     */
+
+    if (fetch->shutdown
+        && (!fetch->done || fetch->failure.error != NGX_HTTP_DQE_OAUTH_OK))
+    {
+        fetch->ended = 1;
+
+        ngx_log_error(NGX_LOG_WARN, fetch->anchor->connection->log, 0,
+                      "dqe_oauth: worker_shutdown_timeout ended the token "
+                      "request for %V; the new workers ask again",
+                      &fetch->cred->label);
+
+        ngx_http_dqe_oauth_zone_count(fetch->cred, &fetch->claim,
+                                      NGX_HTTP_DQE_OAUTH_ERR_TIMEOUT);
+        ngx_http_dqe_oauth_zone_release(fetch->cred, &fetch->claim);
+        ngx_http_dqe_oauth_wake(fetch->cred);
         return;
     }
 

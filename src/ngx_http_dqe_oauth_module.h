@@ -305,6 +305,8 @@ ngx_int_t ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
 ngx_int_t ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_failure_t *f,
     ngx_msec_t *retry);
+void ngx_http_dqe_oauth_zone_release(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_claim_t *claim);
 ngx_int_t ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
     ngx_str_t *token);
 void ngx_http_dqe_oauth_zone_count(ngx_http_dqe_oauth_cred_t *cred,

@@ -974,6 +974,34 @@ done:
 
 
 /*
+ * The fetch was ended by its worker's shutdown: its mark is freed, with
+ * no backoff and nothing recorded against DQE, so that the next request,
+ * in whichever worker, fetches at once.
+ */
+
+void
+ngx_http_dqe_oauth_zone_release(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_claim_t *claim)
+{
+    ngx_http_dqe_oauth_zone_t  *zone;
+    ngx_http_dqe_oauth_node_t  *dn;
+
+    zone = cred->zone;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 0);
+
+    if (dn && ngx_http_dqe_oauth_ours(dn, claim)) {
+        dn->fetching = 0;
+        ngx_http_dqe_oauth_changed(zone);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/*
  * The upstream answered 401 to a request that carried this token: if it
  * is still the one cached, it is not used again (NGX_OK), unless another
  * was dropped so less than 10 s ago (NGX_BUSY): a path whose upstream

@@ -14,7 +14,7 @@ use warnings;
 
 use Test::More;
 use Test::DQE;
-use Time::HiRes qw(sleep);
+use Time::HiRes qw(sleep time);
 
 my $lua = Test::DQE::lua_loads();
 
@@ -290,24 +290,32 @@ is($st, 200, 'the new workers use it');
 like(counters(), Test::DQE::stats(token_requests => { POST => 1 }),
      'one token request across the reload');
 
-# worker_shutdown_timeout shorter than the token request: the old worker
-# closes its clients' connections at the timeout, but the token request
-# ends, and its token is kept for the new workers
+# worker_shutdown_timeout shorter than the token request: at the timeout
+# the old worker closes its clients' connections and ends its token
+# request, freeing the mark with no backoff; the new workers ask again at
+# once (0.3.0: the token request kept the old worker for its whole length)
 
 ok($ngx->reload(shutdown_timeout => '1s'), 'reload, shutdown timeout 1 s');
 counters();
-mock('/__mock/fault?delay=3&count=1');
+mock('/__mock/fault?delay=12&count=1');
 
-$later = $ngx->get_later('/shutdown/a', 15);
+$later = $ngx->get_later('/shutdown/a', 20);
 
 sleep 0.5;
-ok($ngx->reload, 'reload while it is in flight: the old worker leaves');
+my @old = $ngx->workers;
+my $reloaded = time;
+ok($ngx->reload, 'reload while it is in flight: the old workers leave');
+my $left = time - $reloaded;
+ok($left < 6, 'within the shutdown timeout, not the token request\'s '
+              . '12 s (' . sprintf('%.1f', $left) . ' s)');
 is($later->(), 0, 'its waiting client is closed at the timeout');
 
 ($st) = $ngx->get('/shutdown/b');
-is($st, 200, 'the new workers have a token');
-like(counters(), Test::DQE::stats(token_requests => { POST => 1 }),
-     'the one of the token request the old worker had in flight');
+is($st, 200, 'the new workers get a token at once');
+like(counters(), Test::DQE::stats(token_requests => { POST => 2 }),
+     'two token requests: the one ended, then the new workers\'');
+like($ngx->log, qr/\[warn\] .*worker_shutdown_timeout ended the token request for .*licence "\d+".*; the new workers ask again/,
+     'the ending is logged');
 unlike($ngx->log, qr/taking over|exited on signal/,
        'no mark left behind, no worker crashed');
 
