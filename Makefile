@@ -36,7 +36,8 @@ DEPS       := nginx nginx-dev gcc make openssl curl python3 \
               libipc-run-perl wrk libnginx-mod-http-lua lua-resty-core \
               libpcre3-dev libssl-dev zlib1g-dev patch xz-utils \
               nghttp2-client clang libclang-rt-14-dev time valgrind \
-              debhelper dpkg-dev python3-prometheus-client prometheus
+              debhelper dpkg-dev python3-prometheus-client prometheus \
+              strace
 
 SOURCES    := config $(wildcard src/*.c src/*.h)
 

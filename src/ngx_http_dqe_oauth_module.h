@@ -20,7 +20,7 @@
                                            NGX_HTTP_DQE_OAUTH_VERSION
 
 /* bump whenever the layout of the shared zone changes */
-#define NGX_HTTP_DQE_OAUTH_ZONE_VERSION    4
+#define NGX_HTTP_DQE_OAUTH_ZONE_VERSION    5
 #define NGX_HTTP_DQE_OAUTH_ZONE_MAGIC      0x44514531  /* "DQE1" */
 
 #define NGX_HTTP_DQE_OAUTH_DIGEST_LEN      20          /* SHA-1 */

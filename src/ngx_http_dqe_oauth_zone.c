@@ -78,6 +78,7 @@ typedef struct {
     ngx_uint_t                      fetch_born; /* its process's start */
     ngx_uint_t                      fetch_id;
     ngx_msec_t                      fetch_start;
+    ngx_msec_t                      probed;     /* its process, last */
     ngx_uint_t                      completed;  /* fetches ended */
 
     ngx_uint_t                      error;      /* of the last fetch */
@@ -99,6 +100,7 @@ typedef struct {
     ngx_uint_t                      purges;
 
     unsigned                        fetching:1;
+    unsigned                        fetch_dead:1; /* its process is gone */
     unsigned                        backing_off:1;
     unsigned                        has_purged:1;
     unsigned                        has_logged:1;
@@ -120,6 +122,7 @@ static void ngx_http_dqe_oauth_delete(ngx_http_dqe_oauth_zone_t *zone,
 static ngx_flag_t ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn,
     ngx_msec_t now, ngx_msec_t timeout, ngx_flag_t probe);
 static ngx_uint_t ngx_http_dqe_oauth_born(ngx_pid_t pid);
+static ngx_uint_t ngx_http_dqe_oauth_self_born(void);
 static void ngx_http_dqe_oauth_copy(ngx_http_dqe_oauth_node_t *dn,
     ngx_str_t *token, ngx_str_t *refresh);
 static void ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
@@ -457,7 +460,10 @@ ngx_http_dqe_oauth_delete(ngx_http_dqe_oauth_zone_t *zone,
  * longest a fetch can take and, with probe, once it is a second old, its
  * process is alive: the pid exists (ESRCH: gone; EPERM: reused by a
  * process of another user) and was started when the mark's process was
- * (a pid reused by another of nginx's processes is not it).
+ * (a pid reused by another of nginx's processes is not it, even this
+ * one: a worker respawned with a dead one's pid).  The process is probed
+ * at most once a second per entry, whoever asks: the answer is kept in
+ * the entry (a probe is two system calls, under the zone's lock).
  */
 
 static ngx_flag_t
@@ -474,17 +480,30 @@ ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn, ngx_msec_t now,
         return 0;
     }
 
+    if (dn->fetch_pid == ngx_pid) {
+        /* no system call: this process's start is known */
+        return dn->fetch_born == ngx_http_dqe_oauth_self_born();
+    }
+
+    if (dn->fetch_dead) {
+        return 0;
+    }
+
     if (!probe
-        || dn->fetch_pid == ngx_pid
         || ngx_http_dqe_oauth_after(dn->fetch_start
+                                    + NGX_HTTP_DQE_OAUTH_PROBE_AFTER, now)
+        || ngx_http_dqe_oauth_after(dn->probed
                                     + NGX_HTTP_DQE_OAUTH_PROBE_AFTER, now))
     {
         return 1;
     }
 
+    dn->probed = now;
+
     if (kill(dn->fetch_pid, 0) == -1
         && (ngx_errno == NGX_ESRCH || ngx_errno == NGX_EPERM))
     {
+        dn->fetch_dead = 1;
         return 0;
     }
 
@@ -492,7 +511,27 @@ ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn, ngx_msec_t now,
 
     born = ngx_http_dqe_oauth_born(dn->fetch_pid);
 
-    return dn->fetch_born == 0 || born == 0 || born == dn->fetch_born;
+    if (dn->fetch_born == 0 || born == 0 || born == dn->fetch_born) {
+        return 1;
+    }
+
+    dn->fetch_dead = 1;
+
+    return 0;
+}
+
+
+/* this process's start (see born), read once per process */
+
+static ngx_uint_t
+ngx_http_dqe_oauth_self_born(void)
+{
+    if (ngx_http_dqe_oauth_born_pid != ngx_pid) {
+        ngx_http_dqe_oauth_born_pid = ngx_pid;
+        ngx_http_dqe_oauth_born_time = ngx_http_dqe_oauth_born(ngx_pid);
+    }
+
+    return ngx_http_dqe_oauth_born_time;
 }
 
 
@@ -779,14 +818,11 @@ ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
 
     claim->stale_pid = dn->fetching ? dn->fetch_pid : 0;
 
-    if (ngx_http_dqe_oauth_born_pid != ngx_pid) {
-        ngx_http_dqe_oauth_born_pid = ngx_pid;
-        ngx_http_dqe_oauth_born_time = ngx_http_dqe_oauth_born(ngx_pid);
-    }
-
     dn->fetching = 1;
     dn->fetch_pid = ngx_pid;
-    dn->fetch_born = ngx_http_dqe_oauth_born_time;
+    dn->fetch_born = ngx_http_dqe_oauth_self_born();
+    dn->probed = now;
+    dn->fetch_dead = 0;
     dn->fetch_id = ++ngx_http_dqe_oauth_fetch_id;
     dn->fetch_start = now;
 

@@ -100,4 +100,78 @@ SKIP: {
 
 ok($ngx->stop, 'quit');
 
+# --- the mark's pid is this very worker's: a respawned worker ----------------
+#
+# One worker, killed with its token request in flight; the master starts
+# another, given the dead one's pid.  That worker must not take the mark
+# for its own (0.3.0 skipped the start-time check for its own pid, and
+# waited out the token location's whole timeout).
+
+my $one = Test::DQE::Nginx->new('pid-reuse-own');
+
+ok($one->start(workers => 1,
+               http => "    server {\n"
+                       . "        listen 127.0.0.1:${\ $one->port};\n"
+                       . Test::DQE::location('/api/', licence => 100951,
+                                             secret => 'bulk-pass')
+                       . "    }\n"),
+   'nginx starts, one worker');
+
+mock('/__mock/stats?reset=counters');
+mock('/__mock/fault?delay=60&count=1');
+
+my ($worker) = $one->workers;
+$first = $one->get_later('/api/first', 3);
+
+for (1 .. 100) {
+    last if $one->log =~ /dqe_oauth fetch for .*licence "100951"/;
+    sleep 0.05;
+}
+
+# the master forks the new worker as soon as it learns of the death: the
+# next pid is set before each kill; a respawn that got another pid is
+# killed in turn (it holds no mark)
+
+my $respawned;
+
+for (1 .. 20) {
+    my ($victim) = $one->workers;
+    last unless $victim;
+
+    open my $fh, '>', '/proc/sys/kernel/ns_last_pid' or last;
+    print $fh $worker - 1;
+    close $fh;
+
+    kill 'KILL', $victim;
+
+    my @now;
+    for (1 .. 100) {
+        @now = $one->workers;
+        last if @now && $now[0] != $victim;
+        sleep 0.02;
+    }
+
+    if (@now && $now[0] == $worker) {
+        $respawned = 1;
+        last;
+    }
+}
+
+$first->();
+
+SKIP: {
+    skip 'could not give the pid to the respawned worker', 3 unless $respawned;
+
+    pass("the respawned worker has the dead one's pid, $worker");
+
+    my ($st) = $one->get('/api/second', 8);
+    is($st, 200, 'its next request gets a token: the mark is known stale');
+
+    like($one->log, qr/\[warn\] .*taking over the token request for .*licence "100951".* left unfinished by process $worker\b/,
+         'the take-over is logged');
+}
+
+mock('/__mock/fault?clear=1');
+ok($one->stop, 'quit');
+
 done_testing();

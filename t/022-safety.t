@@ -9,6 +9,7 @@ use warnings;
 
 use Test::More;
 use Test::DQE;
+use POSIX ();
 use Time::HiRes qw(sleep time);
 
 my $lua = Test::DQE::lua_loads();
@@ -59,7 +60,9 @@ if ($lua) {
 LUA
 }
 
-$locations .= Test::DQE::location('/ra19/', licence => 100961,
+$locations .= Test::DQE::location('/probe/', licence => 100963,
+                                  secret => 'bulk-pass')
+    . Test::DQE::location('/ra19/', licence => 100961,
                                   secret => 'bulk-pass')
     . Test::DQE::location('/ra27/', licence => 100962, secret => 'bulk-pass');
 
@@ -106,6 +109,62 @@ SKIP: {
     like(mock('/__mock/stats'),
          Test::DQE::stats(token_requests => { POST => 1, GET => 0 }),
          'one token request for all of them');
+}
+
+# --- waiters probe the fetch's process at most once a second --------------
+#
+# 60 requests wait 4 s for one token request: those in the other worker
+# check that the fetching worker is alive (kill(pid, 0)) at most once a
+# second for the entry, not at every poll (0.3.0: about 25 a second per
+# waiter, under the zone's lock), and those in the fetching worker never
+
+SKIP: {
+    skip 'no strace', 3 unless -x '/usr/bin/strace';
+
+    mock('/__mock/fault?delay=4&count=1');
+
+    my @w = $ngx->workers;
+    my $trace = $ngx->root . '/logs/kill.trace';
+    my $strace = fork();
+    die "fork: $!" unless defined $strace;
+
+    if ($strace == 0) {
+        open STDERR, '>', '/dev/null';
+        { exec '/usr/bin/strace', '-f', '-e', 'trace=kill', '-o', $trace,
+               map { ('-p', $_) } @w; }
+        POSIX::_exit(127);
+    }
+
+    sleep 1;    # attached
+
+    my @later = map { $ngx->get_later("/probe/$_", 15) } 1 .. 60;
+    my @st = map { $_->() } @later;
+
+    kill 'INT', $strace;
+    waitpid($strace, 0);
+
+    is_deeply([grep { $_ != 200 } @st], [], '60 waiters: all 200');
+
+    my $log = $ngx->log;
+    my ($fetcher) = $log =~ /\[debug\] (\d+)#\d+: .*dqe_oauth fetch for .*licence "100963"/;
+    my %waiters;
+    $waiters{$1}++ while $log =~ /\[debug\] (\d+)#\d+: \*\d+ dqe_oauth waits \d+ ms for the fetch of .*licence "100963"/g;
+
+    open my $fh, '<', $trace;
+    my @probes = grep { /kill\(\d+, 0\)/ } <$fh>;
+    close $fh;
+
+    skip 'all the waiters were in the fetching worker', 2
+        unless grep { $_ != $fetcher } keys %waiters;
+
+    my $polls = 0;
+    $polls += $waiters{$_} for grep { $_ != $fetcher } keys %waiters;
+
+    ok(@probes >= 1 && @probes <= 6,
+       'probes of the fetching worker: ' . scalar(@probes)
+       . " in 4 s, for $polls polls of the waiters in the other worker")
+        or diag(join '', @probes[0 .. 4]);
+    ok(!grep({ /^$fetcher / } @probes), 'none by the fetching worker itself');
 }
 
 # --- a Retry-After from DQE too large for an integer ---------------------
