@@ -37,7 +37,7 @@ DEPS       := nginx nginx-dev gcc make openssl curl python3 \
               libpcre3-dev libssl-dev zlib1g-dev patch xz-utils \
               nghttp2-client clang libclang-rt-14-dev time valgrind \
               debhelper dpkg-dev python3-prometheus-client prometheus \
-              strace
+              strace gcc-multilib
 
 SOURCES    := config $(wildcard src/*.c src/*.h)
 

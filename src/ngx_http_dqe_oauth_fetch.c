@@ -532,7 +532,7 @@ ngx_http_dqe_oauth_send(ngx_http_dqe_oauth_fetch_t *fetch)
     fetch->received = 0;
     ngx_memzero(&fetch->failure, sizeof(ngx_http_dqe_oauth_failure_t));
 
-    fetch->claim.sent = ngx_current_msec;
+    fetch->claim.sent = ngx_http_dqe_oauth_now();
     fetch->claim.grant = fetch->refreshing;
 
     if (fetch->refreshing) {
@@ -993,11 +993,13 @@ ngx_http_dqe_oauth_store(ngx_http_dqe_oauth_fetch_t *fetch)
     cred = fetch->cred;
     log = fetch->anchor->connection->log;
 
-    ngx_http_dqe_oauth_token_times(fetch->claim.start, fetch->tk.expires_in,
-                                   cred->expiry_margin, cred->refresh_ahead,
-                                   cred->refresh_ahead_pct,
-                                   ngx_http_dqe_oauth_zone_jitter(cred->zone),
-                                   &t);
+    /* the times this location will read; others compute their own */
+
+    ngx_http_dqe_oauth_times(fetch->claim.start,
+                             ngx_http_dqe_oauth_lifetime(fetch->tk.expires_in),
+                             cred->expiry_margin, cred->refresh_ahead,
+                             cred->refresh_ahead_pct,
+                             ngx_http_dqe_oauth_zone_jitter(cred->zone), &t);
 
     if (t.clamped && !cred->warned) {
         cred->warned = 1;
@@ -1009,7 +1011,7 @@ ngx_http_dqe_oauth_store(ngx_http_dqe_oauth_fetch_t *fetch)
                       "through it", &cred->label, fetch->tk.expires_in);
     }
 
-    if (ngx_http_dqe_oauth_zone_store(cred, &fetch->claim, &fetch->tk, &t)
+    if (ngx_http_dqe_oauth_zone_store(cred, &fetch->claim, &fetch->tk)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ALERT, log, 0,

@@ -319,9 +319,9 @@ ngx_http_dqe_oauth_create_ctx(ngx_http_request_t *r,
 static ngx_flag_t
 ngx_http_dqe_oauth_l1(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token)
 {
-    ngx_msec_t  now;
+    uint64_t  now;
 
-    now = ngx_current_msec;
+    now = ngx_http_dqe_oauth_now();
 
     if (!cred->l1_valid
         || cred->l1_generation
@@ -355,7 +355,7 @@ ngx_http_dqe_oauth_l1_copy(ngx_http_dqe_oauth_cred_t *cred,
     cred->l1_len = view->token.len;
     cred->l1_generation = view->generation;
     cred->l1_until = view->until;
-    cred->l1_copied = ngx_current_msec;
+    cred->l1_copied = ngx_http_dqe_oauth_now();
     cred->l1_valid = 1;
 }
 
@@ -646,8 +646,15 @@ ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
     ngx_table_elt_t                *h;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
+    /*
+     * only a 401 the upstream has just sent judges the token: one served
+     * from proxy_cache (r->cached, stale ones too) was given to another
+     * token, maybe long ago
+     */
+
     if (r->headers_out.status != NGX_HTTP_UNAUTHORIZED
-        || r->upstream == NULL)
+        || r->upstream == NULL
+        || r->cached)
     {
         return ngx_http_next_header_filter(r);
     }

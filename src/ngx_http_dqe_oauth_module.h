@@ -141,8 +141,8 @@ typedef struct {
     u_char                         *l1_data;
     size_t                          l1_len;
     ngx_atomic_uint_t               l1_generation;
-    ngx_msec_t                      l1_until;
-    ngx_msec_t                      l1_copied;  /* the LRU touch, too */
+    uint64_t                        l1_until;
+    uint64_t                        l1_copied;  /* the LRU touch, too */
     unsigned                        l1_valid:1;
 
     /* this worker's request counts, not yet added to the zone */
@@ -193,7 +193,7 @@ typedef struct {
     ngx_msec_t                      retry_in;   /* backoff left */
     ngx_uint_t                      unlogged;   /* failures not logged */
     ngx_atomic_uint_t               generation; /* the zone's, at the copy */
-    ngx_msec_t                      until;      /* the copy holds till then */
+    uint64_t                        until;      /* the copy holds till then */
     unsigned                        renew:1;    /* a renewal is due */
     unsigned                        stale:1;    /* the last renewal failed */
     unsigned                        log:1;      /* this one is */
@@ -213,8 +213,8 @@ typedef struct {
 
 typedef struct {
     ngx_uint_t                      id;         /* the in-flight mark */
-    ngx_msec_t                      start;
-    ngx_msec_t                      sent;       /* this token request's */
+    uint64_t                        start;
+    uint64_t                        sent;       /* this token request's */
     ngx_uint_t                      grant;      /* 1: the refresh grant */
     ngx_pid_t                       stale_pid;  /* whose mark it took */
     ngx_str_t                       token;      /* for the refresh grant, */
@@ -292,6 +292,18 @@ ngx_http_dqe_oauth_list_move(ngx_list_t *to, ngx_list_t *from)
 }
 
 
+/*
+ * Now, as an instant (see ngx_http_dqe_oauth_time.h): ngx_current_msec
+ * itself where it is 64 bits wide
+ */
+
+#if (NGX_PTR_SIZE < 8)
+uint64_t ngx_http_dqe_oauth_now(void);
+#else
+#define ngx_http_dqe_oauth_now()           ((uint64_t) ngx_current_msec)
+#endif
+
+
 /* ngx_http_dqe_oauth_zone.c */
 ngx_shm_zone_t *ngx_http_dqe_oauth_add_zone(ngx_conf_t *cf, ngx_str_t *name,
     size_t size);
@@ -300,8 +312,7 @@ ngx_int_t ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
 ngx_int_t ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
     ngx_uint_t why, ngx_http_dqe_oauth_claim_t *claim, ngx_msec_t *next);
 ngx_int_t ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_token_t *tk,
-    ngx_http_dqe_oauth_times_t *t);
+    ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_token_t *tk);
 ngx_int_t ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_failure_t *f,
     ngx_msec_t *retry);

@@ -69,25 +69,25 @@ typedef struct {
     u_short                         token_len;
     u_short                         refresh_len;
 
-    ngx_msec_t                      expires;    /* as DQE said */
-    ngx_msec_t                      cutoff;     /* not used from then on */
-    ngx_msec_t                      refresh_at;
-    ngx_msec_t                      refresh_until;
+    /* what DQE said: each reader derives its own cutoff (see times) */
+    uint64_t                        issued;     /* asked for then */
+    ngx_msec_t                      lifetime;
+    uint64_t                        refresh_until;
 
     ngx_pid_t                       fetch_pid;
     ngx_uint_t                      fetch_born; /* its process's start */
     ngx_uint_t                      fetch_id;
-    ngx_msec_t                      fetch_start;
-    ngx_msec_t                      probed;     /* its process, last */
+    uint64_t                        fetch_start;
+    uint64_t                        probed;     /* its process, last */
     ngx_uint_t                      completed;  /* fetches ended */
 
     ngx_uint_t                      error;      /* of the last fetch */
     ngx_uint_t                      status;
-    ngx_msec_t                      backoff_until;
+    uint64_t                        backoff_until;
     ngx_msec_t                      backoff;    /* the last step */
 
-    ngx_msec_t                      purged;     /* the last 401 purge */
-    ngx_msec_t                      logged;     /* the last failure line */
+    uint64_t                        purged;     /* the last 401 purge */
+    uint64_t                        logged;     /* the last failure line */
     ngx_uint_t                      unlogged;   /* failures since */
 
     /* for the status */
@@ -99,6 +99,7 @@ typedef struct {
     ngx_uint_t                      failures;   /* consecutive */
     ngx_uint_t                      purges;
 
+    unsigned                        dead:1;     /* the token: purged */
     unsigned                        fetching:1;
     unsigned                        fetch_dead:1; /* its process is gone */
     unsigned                        backing_off:1;
@@ -116,27 +117,36 @@ static ngx_http_dqe_oauth_node_t *ngx_http_dqe_oauth_lookup(
 static ngx_http_dqe_oauth_node_t *ngx_http_dqe_oauth_create(
     ngx_http_dqe_oauth_cred_t *cred);
 static void *ngx_http_dqe_oauth_alloc(ngx_http_dqe_oauth_cred_t *cred,
-    size_t size, ngx_http_dqe_oauth_node_t *keep, ngx_msec_t now);
+    size_t size, ngx_http_dqe_oauth_node_t *keep, uint64_t now);
 static void ngx_http_dqe_oauth_delete(ngx_http_dqe_oauth_zone_t *zone,
     ngx_http_dqe_oauth_node_t *dn);
 static ngx_flag_t ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn,
-    ngx_msec_t now, ngx_msec_t timeout, ngx_flag_t probe);
+    uint64_t now, ngx_msec_t timeout, ngx_flag_t probe);
 static ngx_uint_t ngx_http_dqe_oauth_born(ngx_pid_t pid);
 static ngx_uint_t ngx_http_dqe_oauth_self_born(void);
 static void ngx_http_dqe_oauth_copy(ngx_http_dqe_oauth_node_t *dn,
     ngx_str_t *token, ngx_str_t *refresh);
 static void ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
-    ngx_http_dqe_oauth_view_t *view, ngx_msec_t now);
+    ngx_http_dqe_oauth_view_t *view, uint64_t now);
 static void ngx_http_dqe_oauth_add_counts(ngx_http_dqe_oauth_node_t *dn,
     ngx_http_dqe_oauth_cred_t *cred);
-static uint64_t ngx_http_dqe_oauth_wall(ngx_msec_t t, ngx_msec_t now);
+static void ngx_http_dqe_oauth_policy(ngx_http_dqe_oauth_node_t *dn,
+    ngx_http_dqe_oauth_cred_t *cred, ngx_http_dqe_oauth_times_t *t);
+static uint64_t ngx_http_dqe_oauth_wall(uint64_t t, uint64_t now);
 
 
-#define ngx_http_dqe_oauth_live(dn, now)                                     \
-    ((dn)->token && ngx_http_dqe_oauth_after((dn)->cutoff, now))
+/* with t, the entry's times for the reader's policy (see policy) */
 
-#define ngx_http_dqe_oauth_due(dn, now)                                      \
-    (!ngx_http_dqe_oauth_after((dn)->refresh_at, now))
+#define ngx_http_dqe_oauth_live(dn, t, now)                                  \
+    ((dn)->token && !(dn)->dead && ngx_http_dqe_oauth_after((t)->cutoff, now))
+
+#define ngx_http_dqe_oauth_due(t, now)                                       \
+    (!ngx_http_dqe_oauth_after((t)->refresh_at, now))
+
+/* DQE holds it valid, whatever a reader's margin */
+#define ngx_http_dqe_oauth_valid(dn, now)                                    \
+    ((dn)->token && !(dn)->dead                                              \
+     && ngx_http_dqe_oauth_after((dn)->issued + (dn)->lifetime, now))
 
 #define ngx_http_dqe_oauth_backed_off(dn, now)                               \
     ((dn)->backing_off && ngx_http_dqe_oauth_after((dn)->backoff_until, now))
@@ -365,7 +375,7 @@ ngx_http_dqe_oauth_create(ngx_http_dqe_oauth_cred_t *cred)
     ngx_http_dqe_oauth_node_t  *dn;
 
     dn = ngx_http_dqe_oauth_alloc(cred, sizeof(ngx_http_dqe_oauth_node_t),
-                                  NULL, ngx_current_msec);
+                                  NULL, ngx_http_dqe_oauth_now());
     if (dn == NULL) {
         return NULL;
     }
@@ -392,7 +402,7 @@ ngx_http_dqe_oauth_create(ngx_http_dqe_oauth_cred_t *cred)
 
 static void *
 ngx_http_dqe_oauth_alloc(ngx_http_dqe_oauth_cred_t *cred, size_t size,
-    ngx_http_dqe_oauth_node_t *keep, ngx_msec_t now)
+    ngx_http_dqe_oauth_node_t *keep, uint64_t now)
 {
     void                       *p;
     ngx_uint_t                  n;
@@ -467,7 +477,7 @@ ngx_http_dqe_oauth_delete(ngx_http_dqe_oauth_zone_t *zone,
  */
 
 static ngx_flag_t
-ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn, ngx_msec_t now,
+ngx_http_dqe_oauth_in_flight(ngx_http_dqe_oauth_node_t *dn, uint64_t now,
     ngx_msec_t timeout, ngx_flag_t probe)
 {
     ngx_uint_t  born;
@@ -620,7 +630,7 @@ ngx_http_dqe_oauth_copy(ngx_http_dqe_oauth_node_t *dn, ngx_str_t *token,
 
 static void
 ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
-    ngx_http_dqe_oauth_view_t *view, ngx_msec_t now)
+    ngx_http_dqe_oauth_view_t *view, uint64_t now)
 {
     view->error = dn->error;
     view->status = dn->status;
@@ -665,14 +675,16 @@ ngx_int_t
 ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
     ngx_uint_t *since, ngx_http_dqe_oauth_view_t *view)
 {
+    uint64_t                    now, until;
     ngx_int_t                   rc;
-    ngx_msec_t                  now, timeout, until;
+    ngx_msec_t                  timeout;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
+    ngx_http_dqe_oauth_times_t  t;
 
     zone = cred->zone;
     timeout = cred->endpoint->timeout;
-    now = ngx_current_msec;
+    now = ngx_http_dqe_oauth_now();
 
     ngx_memzero(view, sizeof(ngx_http_dqe_oauth_view_t));
 
@@ -691,13 +703,15 @@ ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
 
     view->completed = dn->completed;
 
-    if (ngx_http_dqe_oauth_live(dn, now)) {
+    ngx_http_dqe_oauth_policy(dn, cred, &t);
+
+    if (ngx_http_dqe_oauth_live(dn, &t, now)) {
         ngx_http_dqe_oauth_copy(dn, &view->token, NULL);
 
         rc = NGX_OK;
 
-        if (!ngx_http_dqe_oauth_due(dn, now)) {
-            view->until = dn->refresh_at;
+        if (!ngx_http_dqe_oauth_due(&t, now)) {
+            view->until = t.refresh_at;
             goto done;
         }
 
@@ -716,8 +730,8 @@ ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
             goto done;
         }
 
-        view->until = ngx_http_dqe_oauth_after(until, dn->cutoff)
-                      ? dn->cutoff : until;
+        view->until = ngx_http_dqe_oauth_after(until, t.cutoff)
+                      ? t.cutoff : until;
         goto done;
     }
 
@@ -729,7 +743,7 @@ ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
             goto done;
         }
 
-        if (dn->token && ngx_http_dqe_oauth_after(dn->expires, now)) {
+        if (ngx_http_dqe_oauth_valid(dn, now)) {
             ngx_http_dqe_oauth_copy(dn, &view->token, NULL);
             rc = NGX_OK;
             goto done;
@@ -769,13 +783,15 @@ ngx_int_t
 ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
     ngx_uint_t why, ngx_http_dqe_oauth_claim_t *claim, ngx_msec_t *next)
 {
+    uint64_t                    now;
     ngx_int_t                   rc;
-    ngx_msec_t                  now, wait;
+    ngx_msec_t                  wait;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
+    ngx_http_dqe_oauth_times_t  t;
 
     zone = cred->zone;
-    now = ngx_current_msec;
+    now = ngx_http_dqe_oauth_now();
     wait = 1000;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
@@ -797,10 +813,12 @@ ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
         }
     }
 
-    if (ngx_http_dqe_oauth_live(dn, now)
-        && (why == NGX_HTTP_DQE_OAUTH_COLD || !ngx_http_dqe_oauth_due(dn, now)))
+    ngx_http_dqe_oauth_policy(dn, cred, &t);
+
+    if (ngx_http_dqe_oauth_live(dn, &t, now)
+        && (why == NGX_HTTP_DQE_OAUTH_COLD || !ngx_http_dqe_oauth_due(&t, now)))
     {
-        wait = dn->refresh_at - now;
+        wait = ngx_http_dqe_oauth_left(t.refresh_at, now);
         rc = NGX_DECLINED;
         goto done;
     }
@@ -811,7 +829,7 @@ ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
     }
 
     if (ngx_http_dqe_oauth_backed_off(dn, now)) {
-        wait = dn->backoff_until - now;
+        wait = ngx_http_dqe_oauth_left(dn->backoff_until, now);
         rc = NGX_DECLINED;
         goto done;
     }
@@ -852,21 +870,23 @@ done:
 
 
 /*
- * A token has been fetched: stored with its times (see
- * ngx_http_dqe_oauth_time.h).  NGX_ERROR: no room for it.
+ * A token has been fetched: stored with what DQE said of its life (each
+ * reader derives its own times: see ngx_http_dqe_oauth_time.h).
+ * NGX_ERROR: no room for it.
  */
 
 ngx_int_t
 ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_token_t *tk,
-    ngx_http_dqe_oauth_times_t *t)
+    ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_token_t *tk)
 {
     u_char                     *blob;
+    uint64_t                    now;
     ngx_int_t                   rc;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
 
     zone = cred->zone;
+    now = ngx_http_dqe_oauth_now();
 
     rc = NGX_OK;
 
@@ -884,7 +904,7 @@ ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
     }
 
     blob = ngx_http_dqe_oauth_alloc(cred, tk->token.len + tk->refresh.len,
-                                    dn, ngx_current_msec);
+                                    dn, now);
 
     if (blob == NULL) {
         dn->error = NGX_HTTP_DQE_OAUTH_ERR_NO_ROOM;
@@ -904,18 +924,17 @@ ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
     dn->token_len = (u_short) tk->token.len;
     dn->refresh_len = (u_short) tk->refresh.len;
 
-    dn->expires = t->expires;
-    dn->cutoff = t->cutoff;
-    dn->refresh_at = t->refresh_at;
-    dn->refresh_until = t->refresh_until;
+    dn->issued = claim->start;
+    dn->lifetime = ngx_http_dqe_oauth_lifetime(tk->expires_in);
+    dn->refresh_until = claim->start + NGX_HTTP_DQE_OAUTH_REFRESH_LIFE;
+    dn->dead = 0;
 
     dn->error = NGX_HTTP_DQE_OAUTH_OK;
     dn->status = 0;
     dn->backoff = 0;
     dn->backing_off = 0;
 
-    dn->succeeded = ngx_http_dqe_oauth_wall(ngx_current_msec,
-                                            ngx_current_msec);
+    dn->succeeded = ngx_http_dqe_oauth_wall(now, now);
     dn->failures = 0;
 
 ended:
@@ -951,13 +970,15 @@ ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_failure_t *f,
     ngx_msec_t *retry)
 {
+    uint64_t                    now;
     ngx_int_t                   rc;
-    ngx_msec_t                  now, first, last;
+    ngx_msec_t                  first, last;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
+    ngx_http_dqe_oauth_times_t  t;
 
     zone = cred->zone;
-    now = ngx_current_msec;
+    now = ngx_http_dqe_oauth_now();
 
     if (ngx_http_dqe_oauth_refused(f->error)) {
         first = 10000;
@@ -976,7 +997,7 @@ ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
 
     if (dn == NULL || !ngx_http_dqe_oauth_ours(dn, claim)) {
         if (dn && ngx_http_dqe_oauth_backed_off(dn, now)) {
-            *retry = dn->backoff_until - now;
+            *retry = ngx_http_dqe_oauth_left(dn->backoff_until, now);
         }
 
         rc = NGX_BUSY;
@@ -999,7 +1020,9 @@ ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
 
     *retry = dn->backoff;
 
-    rc = ngx_http_dqe_oauth_live(dn, now) ? NGX_OK : NGX_DECLINED;
+    ngx_http_dqe_oauth_policy(dn, cred, &t);
+
+    rc = ngx_http_dqe_oauth_live(dn, &t, now) ? NGX_OK : NGX_DECLINED;
 
 done:
 
@@ -1049,20 +1072,25 @@ ngx_int_t
 ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
     ngx_str_t *token)
 {
+    uint64_t                    now;
     ngx_int_t                   rc;
-    ngx_msec_t                  now;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
+    ngx_http_dqe_oauth_times_t  t;
 
     zone = cred->zone;
-    now = ngx_current_msec;
+    now = ngx_http_dqe_oauth_now();
     rc = NGX_DECLINED;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 1);
 
-    if (dn == NULL || !ngx_http_dqe_oauth_live(dn, now)
+    if (dn) {
+        ngx_http_dqe_oauth_policy(dn, cred, &t);
+    }
+
+    if (dn == NULL || !ngx_http_dqe_oauth_live(dn, &t, now)
         || dn->token_len != token->len
         || ngx_memcmp(dn->token, token->data, token->len) != 0)
     {
@@ -1077,9 +1105,7 @@ ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
         goto done;
     }
 
-    dn->cutoff = now;
-    dn->expires = now;
-    dn->refresh_at = now;
+    dn->dead = 1;
     dn->backoff = 0;
     dn->backing_off = 0;
     dn->purged = now;
@@ -1176,7 +1202,7 @@ ngx_http_dqe_oauth_zone_count(ngx_http_dqe_oauth_cred_t *cred,
     static ngx_msec_t           limits[] = NGX_HTTP_DQE_OAUTH_BUCKET_LIMITS;
 
     zone = cred->zone;
-    took = ngx_current_msec - claim->sent;
+    took = (ngx_msec_t) (ngx_http_dqe_oauth_now() - claim->sent);
 
     for (i = 0; i < NGX_HTTP_DQE_OAUTH_BUCKETS - 1; i++) {
         if (took <= limits[i]) {
@@ -1204,12 +1230,13 @@ void
 ngx_http_dqe_oauth_zone_stats(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_stats_t *st)
 {
-    ngx_msec_t                  now;
+    uint64_t                    now;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
+    ngx_http_dqe_oauth_times_t  t;
 
     zone = cred->zone;
-    now = ngx_current_msec;
+    now = ngx_http_dqe_oauth_now();
 
     ngx_memzero(st, sizeof(ngx_http_dqe_oauth_stats_t));
 
@@ -1231,9 +1258,11 @@ ngx_http_dqe_oauth_zone_stats(ngx_http_dqe_oauth_cred_t *cred,
     st->failures = dn->failures;
     st->purges = dn->purges;
 
-    if (ngx_http_dqe_oauth_live(dn, now)) {
-        st->expires = ngx_http_dqe_oauth_wall(dn->expires, now);
-        st->renews = ngx_http_dqe_oauth_wall(dn->refresh_at, now);
+    ngx_http_dqe_oauth_policy(dn, cred, &t);
+
+    if (ngx_http_dqe_oauth_live(dn, &t, now)) {
+        st->expires = ngx_http_dqe_oauth_wall(t.expires, now);
+        st->renews = ngx_http_dqe_oauth_wall(t.refresh_at, now);
 
         if (dn->refresh_len
             && ngx_http_dqe_oauth_after(dn->refresh_until, now))
@@ -1276,14 +1305,67 @@ ngx_http_dqe_oauth_zone_usage(ngx_shm_zone_t *shm_zone,
 }
 
 
-/* a time of ngx_current_msec as wall clock ms since the epoch */
+/* the entry's token times for the policy of cred */
+
+static void
+ngx_http_dqe_oauth_policy(ngx_http_dqe_oauth_node_t *dn,
+    ngx_http_dqe_oauth_cred_t *cred, ngx_http_dqe_oauth_times_t *t)
+{
+    ngx_http_dqe_oauth_times(dn->issued, dn->lifetime, cred->expiry_margin,
+                             cred->refresh_ahead, cred->refresh_ahead_pct,
+                             cred->zone->sh->jitter, t);
+}
+
+
+/* an instant as wall clock ms since the epoch */
 
 static uint64_t
-ngx_http_dqe_oauth_wall(ngx_msec_t t, ngx_msec_t now)
+ngx_http_dqe_oauth_wall(uint64_t t, uint64_t now)
 {
     ngx_time_t  *tp;
 
     tp = ngx_timeofday();
 
-    return (uint64_t) tp->sec * 1000 + tp->msec + (ngx_msec_int_t) (t - now);
+    return (uint64_t) tp->sec * 1000 + tp->msec + (int64_t) (t - now);
 }
+
+
+#if (NGX_PTR_SIZE < 8)
+
+/*
+ * ngx_current_msec widened to an instant (see ngx_http_dqe_oauth_time.h),
+ * with one reading of the full clock each time it moves
+ */
+
+uint64_t
+ngx_http_dqe_oauth_now(void)
+{
+    uint64_t          full;
+#if (NGX_HAVE_CLOCK_MONOTONIC)
+    struct timespec   ts;
+#else
+    struct timeval    tv;
+#endif
+
+    static ngx_msec_t  msec;
+    static uint64_t    now;
+
+    if (now && msec == ngx_current_msec) {
+        return now;
+    }
+
+#if (NGX_HAVE_CLOCK_MONOTONIC)
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+    full = (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+#else
+    ngx_gettimeofday(&tv);
+    full = (uint64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
+#endif
+
+    msec = ngx_current_msec;
+    now = ngx_http_dqe_oauth_widen(msec, full);
+
+    return now;
+}
+
+#endif

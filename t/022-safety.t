@@ -60,13 +60,46 @@ if ($lua) {
 LUA
 }
 
+# two locations of one credential set, with policies of their own
+$locations .= "        location /echo { return 200 \$http_authorization; }\n"
+    . Test::DQE::echo_location('/pol-strict/', $ngx->port, licence => 100964,
+                               secret => 'bulk-pass',
+                               extra => 'dqe_oauth_expiry_margin 2s; '
+                                        . 'dqe_oauth_refresh_ahead 0;')
+    . Test::DQE::echo_location('/pol-wide/', $ngx->port, licence => 100964,
+                               secret => 'bulk-pass',
+                               extra => 'dqe_oauth_expiry_margin 500ms; '
+                                        . 'dqe_oauth_refresh_ahead 0;');
+
 $locations .= Test::DQE::location('/probe/', licence => 100963,
                                   secret => 'bulk-pass')
     . Test::DQE::location('/ra19/', licence => 100961,
                                   secret => 'bulk-pass')
     . Test::DQE::location('/ra27/', licence => 100962, secret => 'bulk-pass');
 
+# a 401 served from proxy_cache: /cachefill/ (no token) puts the 401 of
+# /deny in the cache under the key "k", that /cached/ then serves
+my $cached = Test::DQE::location('/cached/', licence => 100965,
+                                 secret => 'bulk-pass',
+                                 extra => 'add_header X-DQE-Status '
+                                          . '$dqe_oauth_status always; '
+                                          . 'proxy_cache c; '
+                                          . 'proxy_cache_key k; '
+                                          . 'proxy_cache_valid any 10m;');
+$cached =~ s{proxy_pass [^;]+;}{proxy_pass http://127.0.0.1:${\ $ngx->port}/deny;};
+$locations .= $cached . <<"LOC";
+        location /deny { return 401; }
+        location /cachefill/ {
+            proxy_cache c;
+            proxy_cache_key k;
+            proxy_cache_valid any 10m;
+            proxy_pass http://127.0.0.1:${\ $ngx->port}/deny;
+        }
+LOC
+
 my $http = <<"CONF";
+    proxy_cache_path ${\ $ngx->root}/cache keys_zone=c:1m;
+
     server {
         listen 127.0.0.1:${\ $ngx->port};
 
@@ -109,6 +142,51 @@ SKIP: {
     like(mock('/__mock/stats'),
          Test::DQE::stats(token_requests => { POST => 1, GET => 0 }),
          'one token request for all of them');
+}
+
+# --- a 401 from proxy_cache purges nothing ------------------------------------
+
+mock('/__mock/stats?reset=counters');
+is(($ngx->get('/cachefill/1'))[0], 401, 'a 401 is cached');
+
+my @r = map { my ($st, undef, $h) = $ngx->get("/cached/$_");
+             my ($how) = $h =~ /^X-DQE-Status: *(\S+)/mi;
+             "$st " . ($how // "-") } 1 .. 3;
+
+is_deeply(\@r, ['401 MISS', '401 HIT', '401 HIT'],
+          'a location of ours served the cached 401 three times: one token, '
+          . 'kept');
+like(mock('/__mock/stats'), Test::DQE::stats(token_requests => { POST => 1 }),
+     'one token request');
+unlike($ngx->log, qr/licence "100965".*(?:dropped|drops)/,
+       'no purge logged for it');
+
+# --- each location honours its own policy -----------------------------------
+#
+# 8 s tokens; /pol-strict/ stops using one 2 s before DQE's expiry (at
+# 6 s), /pol-wide/ 0.5 s before (at 7.5 s).  6.3 s after the strict
+# location's token came, the wide one still uses it, the strict one asks
+# for another (0.3.0: the entry's cutoff was the fetching location's, for
+# both)
+
+mock('/__mock/config?ttl=8');
+
+my @got = ($ngx->outcome('/pol-strict/a'));
+my $came = time;
+sleep 6.3;
+push @got, $ngx->outcome('/pol-wide/b'), $ngx->outcome('/pol-strict/c'),
+           $ngx->outcome('/pol-wide/d');
+my $late = time - $came;
+
+mock('/__mock/config?ttl=300');
+
+SKIP: {
+    skip "the machine was too slow to check the times ($late s)", 1
+        if $late > 7.3;
+
+    is_deeply(\@got, ['200 MISS t1', '200 HIT t1', '200 MISS t2', '200 HIT t2'],
+              'one token, two margins: the wide location uses it past the '
+              . 'strict one\'s cutoff, the strict one does not');
 }
 
 # --- waiters probe the fetch's process at most once a second --------------

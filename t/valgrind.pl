@@ -30,8 +30,24 @@ sub ours {
 
 sub fault_port { $ENV{"TEST_NGINX_DQE_FAULT_$_[0]"} }
 
+# a neighbour that adds request headers after ours (Lua), where Debian's
+# Lua module loads
+
+my $lua = Test::DQE::lua_loads();
+my $main = ($lua && $lua ne 'static')
+           ? "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
+             . "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n"
+           : '';
+my $lua_loc = '';
+
+if ($lua) {
+    $lua_loc = ours('/luaset/');
+    $lua_loc =~ s{proxy_pass [^;]+;}{content_by_lua_block { ngx.req.set_header("X-Added", "yes") ngx.say(ngx.req.get_headers()["x-added"]) }};
+}
+
 my $http = "    server {\n"
     . "        listen 127.0.0.1:$port;\n"
+    . $lua_loc
     . "        location /deny { return 401; }\n"
     . "        location = /status { dqe_oauth_status; }\n"
     . ours('/api/')
@@ -74,7 +90,8 @@ my @valgrind = ('valgrind', '--tool=memcheck', '--num-callers=40',
                 '--show-leak-kinds=definite', '--track-origins=yes',
                 "--suppressions=t/valgrind.supp", "--log-file=$vlog");
 
-my $pid = $ngx->spawn(\@valgrind, http => $http, workers => 1);
+my $pid = $ngx->spawn(\@valgrind, main => $main, http => $http,
+                      workers => 1);
 ok($pid, 'nginx runs under valgrind');
 
 my %want = (
@@ -90,6 +107,17 @@ my %want = (
 for my $path (sort keys %want) {
     my ($st) = $ngx->get($path, 60);
     is($st, $want{$path}, "$path: $want{$path}");
+}
+
+SKIP: {
+    skip 'Debian\'s Lua module does not load into this nginx', 2 unless $lua;
+
+    my ($st, $body) = $ngx->request("GET /luaset/1 HTTP/1.0\r\n"
+                                    . "Authorization: x\r\n\r\n", 60);
+    is("$st $body", "200 yes\n",
+       'a client Authorization, then ngx.req.set_header');
+    ($st, $body) = $ngx->get('/luaset/2', 60);
+    is("$st $body", "200 yes\n", 'the same without it');
 }
 
 mock(Test::DQE::fault(body => '{"access_token":"a\u0000b",'
