@@ -60,6 +60,25 @@ typedef enum {
 } ngx_http_dqe_oauth_err_e;
 
 
+/* token request results: what the status tells apart (of the causes) */
+
+typedef enum {
+    NGX_HTTP_DQE_OAUTH_R_SUCCESS = 0,
+    NGX_HTTP_DQE_OAUTH_R_INVALID_REQUEST,
+    NGX_HTTP_DQE_OAUTH_R_INVALID_CLIENT,
+    NGX_HTTP_DQE_OAUTH_R_UNAUTHORIZED_CLIENT,
+    NGX_HTTP_DQE_OAUTH_R_UNSUPPORTED_GRANT,
+    NGX_HTTP_DQE_OAUTH_R_INVALID_GRANT,
+    NGX_HTTP_DQE_OAUTH_R_OTHER_4XX,
+    NGX_HTTP_DQE_OAUTH_R_5XX,
+    NGX_HTTP_DQE_OAUTH_R_TIMEOUT,
+    NGX_HTTP_DQE_OAUTH_R_CONNECT,
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,
+    NGX_HTTP_DQE_OAUTH_R_INTERNAL,
+    NGX_HTTP_DQE_OAUTH_RESULTS
+} ngx_http_dqe_oauth_result_e;
+
+
 /* how a request got its token: $dqe_oauth_status, and the counters */
 
 typedef enum {
@@ -225,9 +244,9 @@ typedef struct {
 /* what the status shows of a credential set's entry (times: wall clock ms) */
 
 typedef struct {
-    ngx_uint_t                      requests[NGX_HTTP_DQE_OAUTH_OUTCOMES];
-    ngx_uint_t                      fetches[2][NGX_HTTP_DQE_OAUTH_ERRORS];
-    ngx_uint_t                      buckets[NGX_HTTP_DQE_OAUTH_BUCKETS];
+    uint64_t                        requests[NGX_HTTP_DQE_OAUTH_OUTCOMES];
+    uint32_t                        fetches[2][NGX_HTTP_DQE_OAUTH_RESULTS];
+    uint32_t                        buckets[NGX_HTTP_DQE_OAUTH_BUCKETS];
     uint64_t                        duration_sum;   /* ms */
     uint64_t                        expires;        /* 0: no token */
     uint64_t                        renews;

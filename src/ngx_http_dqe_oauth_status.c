@@ -20,29 +20,9 @@
 #include "ngx_http_dqe_oauth_module.h"
 
 
-/* token request results: what the status tells apart */
-
-typedef enum {
-    NGX_HTTP_DQE_OAUTH_R_SUCCESS = 0,
-    NGX_HTTP_DQE_OAUTH_R_INVALID_REQUEST,
-    NGX_HTTP_DQE_OAUTH_R_INVALID_CLIENT,
-    NGX_HTTP_DQE_OAUTH_R_UNAUTHORIZED_CLIENT,
-    NGX_HTTP_DQE_OAUTH_R_UNSUPPORTED_GRANT,
-    NGX_HTTP_DQE_OAUTH_R_INVALID_GRANT,
-    NGX_HTTP_DQE_OAUTH_R_OTHER_4XX,
-    NGX_HTTP_DQE_OAUTH_R_5XX,
-    NGX_HTTP_DQE_OAUTH_R_TIMEOUT,
-    NGX_HTTP_DQE_OAUTH_R_CONNECT,
-    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,
-    NGX_HTTP_DQE_OAUTH_R_INTERNAL,
-    NGX_HTTP_DQE_OAUTH_RESULTS
-} ngx_http_dqe_oauth_result_e;
-
-
 typedef struct {
     ngx_http_dqe_oauth_cred_t      *cred;
     ngx_http_dqe_oauth_stats_t      st;
-    ngx_uint_t                      results[2][NGX_HTTP_DQE_OAUTH_RESULTS];
 } ngx_http_dqe_oauth_set_t;
 
 
@@ -72,31 +52,6 @@ static u_char *ngx_http_dqe_oauth_escape(u_char *p, u_char *last,
     ngx_str_t *s);
 static u_char *ngx_http_dqe_oauth_time(u_char *p, u_char *last, uint64_t ms,
     ngx_flag_t json);
-
-
-/* by ngx_http_dqe_oauth_err_e */
-
-static ngx_uint_t  ngx_http_dqe_oauth_result_of[] = {
-    NGX_HTTP_DQE_OAUTH_R_SUCCESS,              /* OK */
-    NGX_HTTP_DQE_OAUTH_R_INVALID_REQUEST,
-    NGX_HTTP_DQE_OAUTH_R_INVALID_CLIENT,
-    NGX_HTTP_DQE_OAUTH_R_UNAUTHORIZED_CLIENT,
-    NGX_HTTP_DQE_OAUTH_R_UNSUPPORTED_GRANT,
-    NGX_HTTP_DQE_OAUTH_R_INVALID_GRANT,
-    NGX_HTTP_DQE_OAUTH_R_OTHER_4XX,            /* REJECTED */
-    NGX_HTTP_DQE_OAUTH_R_5XX,                  /* SERVER */
-    NGX_HTTP_DQE_OAUTH_R_OTHER_4XX,            /* RATE_LIMITED (429) */
-    NGX_HTTP_DQE_OAUTH_R_TIMEOUT,
-    NGX_HTTP_DQE_OAUTH_R_CONNECT,
-    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* BROKEN */
-    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* TOO_BIG */
-    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* JSON */
-    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* ACCESS_TOKEN */
-    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* TOKEN_TYPE */
-    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* EXPIRES_IN */
-    NGX_HTTP_DQE_OAUTH_R_SUCCESS,              /* NO_ROOM: DQE gave one */
-    NGX_HTTP_DQE_OAUTH_R_INTERNAL
-};
 
 
 /* by ngx_http_dqe_oauth_outcome_e, as $dqe_oauth_status in lower case */
@@ -326,7 +281,7 @@ ngx_http_dqe_oauth_status_send(ngx_http_request_t *r)
 static ngx_array_t *
 ngx_http_dqe_oauth_sets(ngx_http_request_t *r, size_t *size)
 {
-    ngx_uint_t                        i, j, k;
+    ngx_uint_t                        i, j;
     ngx_array_t                      *sets;
     ngx_http_dqe_oauth_set_t         *set;
     ngx_http_dqe_oauth_cred_t       **credp, *cred;
@@ -371,13 +326,6 @@ ngx_http_dqe_oauth_sets(ngx_http_request_t *r, size_t *size)
 
         ngx_http_dqe_oauth_zone_stats(cred, &set->st);
 
-        for (j = 0; j < 2; j++) {
-            for (k = 0; k < NGX_HTTP_DQE_OAUTH_ERRORS; k++) {
-                set->results[j][ngx_http_dqe_oauth_result_of[k]]
-                    += set->st.fetches[j][k];
-            }
-        }
-
         /* about 60 lines, each with the labels escaped (at most twice) */
 
         *size += 60 * (256 + 2 * (cred->endpoint->url.len
@@ -419,7 +367,7 @@ ngx_http_dqe_oauth_json(u_char *p, u_char *last, ngx_array_t *sets,
         p = ngx_slprintf(p, last, "\",\"requests\":{");
 
         for (j = 0; j < NGX_HTTP_DQE_OAUTH_OUTCOMES; j++) {
-            p = ngx_slprintf(p, last, "%s\"%s\":%ui", j ? "," : "",
+            p = ngx_slprintf(p, last, "%s\"%s\":%uL", j ? "," : "",
                              ngx_http_dqe_oauth_outcome_names[j],
                              set[i].st.requests[j]);
         }
@@ -433,7 +381,7 @@ ngx_http_dqe_oauth_json(u_char *p, u_char *last, ngx_array_t *sets,
             for (k = 0; k < NGX_HTTP_DQE_OAUTH_RESULTS; k++) {
                 p = ngx_slprintf(p, last, "%s\"%s\":%ui", k ? "," : "",
                                  ngx_http_dqe_oauth_results[k],
-                                 set[i].results[j][k]);
+                                 (ngx_uint_t) set[i].st.fetches[j][k]);
             }
 
             p = ngx_slprintf(p, last, "}");
@@ -565,7 +513,7 @@ ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last, ngx_array_t *sets,
         for (j = 0; j < NGX_HTTP_DQE_OAUTH_OUTCOMES; j++) {
             p = ngx_http_dqe_oauth_sample(p, last, "requests_total",
                                           set[i].cred);
-            p = ngx_slprintf(p, last, ",outcome=\"%s\"} %ui\n",
+            p = ngx_slprintf(p, last, ",outcome=\"%s\"} %uL\n",
                              ngx_http_dqe_oauth_outcome_names[j],
                              set[i].st.requests[j]);
         }
@@ -584,7 +532,7 @@ ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last, ngx_array_t *sets,
                                  ",grant=\"%s\",result=\"%s\"} %ui\n",
                                  ngx_http_dqe_oauth_grants[j],
                                  ngx_http_dqe_oauth_results[k],
-                                 set[i].results[j][k]);
+                                 (ngx_uint_t) set[i].st.fetches[j][k]);
             }
         }
     }

@@ -68,36 +68,40 @@ typedef struct {
     u_char                         *token;      /* then the refresh token */
     u_short                         token_len;
     u_short                         refresh_len;
+    ngx_pid_t                       fetch_pid;
+
+    /*
+     * 64-bit instants, then 32-bit fields: the entry fits a 512-byte slab
+     * chunk (t/008-zone.t reads the figure back through nginx -t)
+     */
 
     /* what DQE said: each reader derives its own cutoff (see times) */
     uint64_t                        issued;     /* asked for then */
-    ngx_msec_t                      lifetime;
     uint64_t                        refresh_until;
 
-    ngx_pid_t                       fetch_pid;
-    ngx_uint_t                      fetch_born; /* its process's start */
-    ngx_uint_t                      fetch_id;
+    uint64_t                        fetch_born; /* its process's start */
     uint64_t                        fetch_start;
     uint64_t                        probed;     /* its process, last */
-    ngx_uint_t                      completed;  /* fetches ended */
-
-    ngx_uint_t                      error;      /* of the last fetch */
-    ngx_uint_t                      status;
     uint64_t                        backoff_until;
-    ngx_msec_t                      backoff;    /* the last step */
-
     uint64_t                        purged;     /* the last 401 purge */
     uint64_t                        logged;     /* the last failure line */
-    ngx_uint_t                      unlogged;   /* failures since */
+
+    uint32_t                        lifetime;   /* ms, at most a day */
+    uint32_t                        fetch_id;
+    uint32_t                        completed;  /* fetches ended */
+    uint32_t                        backoff;    /* the last step, ms */
+    uint32_t                        unlogged;   /* failures since */
+    u_short                         error;      /* of the last fetch */
+    u_short                         status;
 
     /* for the status */
-    ngx_uint_t                      requests[NGX_HTTP_DQE_OAUTH_OUTCOMES];
-    ngx_uint_t                      fetches[2][NGX_HTTP_DQE_OAUTH_ERRORS];
-    ngx_uint_t                      buckets[NGX_HTTP_DQE_OAUTH_BUCKETS];
+    uint64_t                        requests[NGX_HTTP_DQE_OAUTH_OUTCOMES];
     uint64_t                        duration_sum;
     uint64_t                        succeeded;  /* wall clock ms */
-    ngx_uint_t                      failures;   /* consecutive */
-    ngx_uint_t                      purges;
+    uint32_t                        fetches[2][NGX_HTTP_DQE_OAUTH_RESULTS];
+    uint32_t                        buckets[NGX_HTTP_DQE_OAUTH_BUCKETS];
+    uint32_t                        failures;   /* consecutive */
+    uint32_t                        purges;
 
     unsigned                        dead:1;     /* the token: purged */
     unsigned                        fetching:1;
@@ -159,6 +163,31 @@ static uint64_t ngx_http_dqe_oauth_wall(uint64_t t, uint64_t now);
 #define ngx_http_dqe_oauth_ours(dn, claim)                                   \
     ((dn)->fetching && (dn)->fetch_pid == ngx_pid                            \
      && (dn)->fetch_id == (claim)->id)
+
+
+/* by ngx_http_dqe_oauth_err_e */
+
+static u_char  ngx_http_dqe_oauth_result_of[] = {
+    NGX_HTTP_DQE_OAUTH_R_SUCCESS,              /* OK */
+    NGX_HTTP_DQE_OAUTH_R_INVALID_REQUEST,
+    NGX_HTTP_DQE_OAUTH_R_INVALID_CLIENT,
+    NGX_HTTP_DQE_OAUTH_R_UNAUTHORIZED_CLIENT,
+    NGX_HTTP_DQE_OAUTH_R_UNSUPPORTED_GRANT,
+    NGX_HTTP_DQE_OAUTH_R_INVALID_GRANT,
+    NGX_HTTP_DQE_OAUTH_R_OTHER_4XX,            /* REJECTED */
+    NGX_HTTP_DQE_OAUTH_R_5XX,                  /* SERVER */
+    NGX_HTTP_DQE_OAUTH_R_OTHER_4XX,            /* RATE_LIMITED (429) */
+    NGX_HTTP_DQE_OAUTH_R_TIMEOUT,
+    NGX_HTTP_DQE_OAUTH_R_CONNECT,
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* BROKEN */
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* TOO_BIG */
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* JSON */
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* ACCESS_TOKEN */
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* TOKEN_TYPE */
+    NGX_HTTP_DQE_OAUTH_R_BAD_RESPONSE,         /* EXPIRES_IN */
+    NGX_HTTP_DQE_OAUTH_R_SUCCESS,              /* NO_ROOM: DQE gave one */
+    NGX_HTTP_DQE_OAUTH_R_INTERNAL
+};
 
 
 /* copies out of the zone land here: a worker runs one thing at a time */
@@ -1194,7 +1223,7 @@ void
 ngx_http_dqe_oauth_zone_count(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_claim_t *claim, ngx_uint_t error)
 {
-    ngx_uint_t                  i;
+    ngx_uint_t                  i, result;
     ngx_msec_t                  took;
     ngx_http_dqe_oauth_zone_t  *zone;
     ngx_http_dqe_oauth_node_t  *dn;
@@ -1203,6 +1232,7 @@ ngx_http_dqe_oauth_zone_count(ngx_http_dqe_oauth_cred_t *cred,
 
     zone = cred->zone;
     took = (ngx_msec_t) (ngx_http_dqe_oauth_now() - claim->sent);
+    result = ngx_http_dqe_oauth_result_of[error];
 
     for (i = 0; i < NGX_HTTP_DQE_OAUTH_BUCKETS - 1; i++) {
         if (took <= limits[i]) {
@@ -1215,7 +1245,7 @@ ngx_http_dqe_oauth_zone_count(ngx_http_dqe_oauth_cred_t *cred,
     dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 0);
 
     if (dn) {
-        dn->fetches[claim->grant ? 1 : 0][error]++;
+        dn->fetches[claim->grant ? 1 : 0][result]++;
         dn->buckets[i]++;
         dn->duration_sum += took;
     }
