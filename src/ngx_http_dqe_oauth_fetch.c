@@ -90,6 +90,8 @@ static void ngx_http_dqe_oauth_outcome(ngx_http_dqe_oauth_fetch_t *fetch);
 static void ngx_http_dqe_oauth_store(ngx_http_dqe_oauth_fetch_t *fetch);
 static void ngx_http_dqe_oauth_failed(ngx_http_dqe_oauth_fetch_t *fetch);
 static void ngx_http_dqe_oauth_end(ngx_http_dqe_oauth_fetch_t *fetch);
+static void ngx_http_dqe_oauth_no_room(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_log_t *log, char *what);
 static void ngx_http_dqe_oauth_cleanup(void *data);
 
 
@@ -110,7 +112,8 @@ ngx_http_dqe_oauth_fetch_init(ngx_conf_t *cf)
  * Starts a fetch for the entry of cred, if it needs one and no other
  * fetch is in flight: NGX_OK (started; it may even have ended already),
  * or the zone's answer (NGX_BUSY, NGX_DECLINED, see zone_claim), or
- * NGX_ERROR (logged, and recorded as the entry's failure).
+ * NGX_ERROR (logged, and recorded as the entry's failure; or the zone
+ * cannot hold the set, and this worker backs it off: room_left).
  */
 
 ngx_int_t
@@ -126,13 +129,24 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t why,
 
     ngx_memzero(&claim, sizeof(ngx_http_dqe_oauth_claim_t));
 
+    retry = ngx_http_dqe_oauth_room_left(cred);
+
+    if (retry) {
+        /* this worker backs off the set: the zone could not hold it */
+
+        if (next) {
+            *next = retry;
+        }
+
+        return NGX_ERROR;
+    }
+
     rc = ngx_http_dqe_oauth_zone_claim(cred, why, &claim, next);
 
     if (rc == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "dqe_oauth: no room in the zone for %V: every entry "
-                      "has a token request in flight; enlarge "
-                      "dqe_oauth_zone", &cred->label);
+        ngx_http_dqe_oauth_no_room(cred, log,
+                                   "every entry has a token request in "
+                                   "flight");
         return NGX_ERROR;
     }
 
@@ -1012,12 +1026,84 @@ ngx_http_dqe_oauth_store(ngx_http_dqe_oauth_fetch_t *fetch)
     }
 
     if (ngx_http_dqe_oauth_zone_store(cred, &fetch->claim, &fetch->tk)
-        != NGX_OK)
+        == NGX_OK)
     {
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "dqe_oauth: no room in the zone to keep the token "
-                      "for %V; enlarge dqe_oauth_zone", &cred->label);
+        cred->room_backoff = 0;
+        return;
     }
+
+    /*
+     * the token is kept by this worker alone, for its waiters and its
+     * next requests until the refresh point; the set backs off here
+     */
+
+    ngx_http_dqe_oauth_l1_keep(cred, &fetch->tk.token,
+                               t.clamped ? t.cutoff : t.refresh_at, log);
+
+    ngx_http_dqe_oauth_no_room(cred, log, "its token is kept by this worker "
+                               "only");
+}
+
+
+/*
+ * The zone cannot hold the set: this worker asks DQE for it again only
+ * after a backoff (1 s doubling up to 30 s, back to none once a token is
+ * stored), and says so in one [alert] a second at most
+ */
+
+static void
+ngx_http_dqe_oauth_no_room(ngx_http_dqe_oauth_cred_t *cred, ngx_log_t *log,
+    char *what)
+{
+    ngx_uint_t  unlogged;
+
+    cred->room_backoff = ngx_http_dqe_oauth_next_backoff(cred->room_backoff,
+                                                         1000, 30000, 0);
+    cred->room_until = ngx_http_dqe_oauth_now() + cred->room_backoff;
+
+    if (!ngx_http_dqe_oauth_room_log(cred, &unlogged)) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "dqe_oauth: no room in dqe_oauth_zone for %V (%s); this "
+                  "worker asks DQE again in %M ms; %ui more such since the "
+                  "last line: enlarge dqe_oauth_zone (see the [notice] of "
+                  "nginx -t for how many sets it holds)",
+                  &cred->label, what, cred->room_backoff, unlogged);
+}
+
+
+/* what is left of this worker's backoff for a set the zone cannot hold */
+
+ngx_msec_t
+ngx_http_dqe_oauth_room_left(ngx_http_dqe_oauth_cred_t *cred)
+{
+    return ngx_http_dqe_oauth_left(cred->room_until,
+                                   ngx_http_dqe_oauth_now());
+}
+
+
+/* whether to write a zone pressure line now: one a second per set */
+
+ngx_flag_t
+ngx_http_dqe_oauth_room_log(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_uint_t *unlogged)
+{
+    uint64_t  now;
+
+    now = ngx_http_dqe_oauth_now();
+
+    if (cred->room_logged && now < cred->room_logged + 1000) {
+        cred->room_unlogged++;
+        return 0;
+    }
+
+    *unlogged = cred->room_unlogged;
+    cred->room_logged = now;
+    cred->room_unlogged = 0;
+
+    return 1;
 }
 
 

@@ -52,6 +52,10 @@ typedef struct {
 static ngx_int_t ngx_http_dqe_oauth_handler(ngx_http_request_t *r);
 static ngx_flag_t ngx_http_dqe_oauth_l1(ngx_http_dqe_oauth_cred_t *cred,
     ngx_str_t *token);
+static ngx_flag_t ngx_http_dqe_oauth_l1_kept(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_str_t *token);
+static ngx_int_t ngx_http_dqe_oauth_room_fail(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_ctx_t *ctx, ngx_msec_t left);
 static void ngx_http_dqe_oauth_l1_copy(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_view_t *view, ngx_log_t *log);
 static void ngx_http_dqe_oauth_count(ngx_http_dqe_oauth_cred_t *cred,
@@ -169,6 +173,7 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
 {
     ngx_int_t                       rc;
     ngx_str_t                       token;
+    ngx_msec_t                      left;
     ngx_uint_t                     *since;
     ngx_http_dqe_oauth_ctx_t       *ctx;
     ngx_http_dqe_oauth_view_t       view;
@@ -214,6 +219,29 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
 
     rc = ngx_http_dqe_oauth_zone_get(cred, since, &view);
 
+    /*
+     * the zone could not keep the set (evicted, or no room for the token
+     * this worker fetched): this worker's copy serves until its refresh
+     * point, so that a zone too small costs DQE a token per set per
+     * worker, not one per request
+     */
+
+    if (((rc == NGX_DECLINED && view.absent)
+         || (rc == NGX_BUSY && view.error == NGX_HTTP_DQE_OAUTH_ERR_NO_ROOM))
+        && ngx_http_dqe_oauth_l1_kept(cred, &token))
+    {
+        if (ctx) {
+            ctx->done = 1;
+            ctx->outcome = !ctx->waiting ? NGX_HTTP_DQE_OAUTH_HIT
+                           : ctx->started ? NGX_HTTP_DQE_OAUTH_MISS
+                                          : NGX_HTTP_DQE_OAUTH_WAIT;
+        }
+
+        ngx_http_dqe_oauth_count(cred, ctx ? ctx->outcome
+                                           : NGX_HTTP_DQE_OAUTH_HIT);
+        return ngx_http_dqe_oauth_set_header(r, &token);
+    }
+
     if (rc == NGX_OK && ctx == NULL && !view.renew && !view.stale) {
         ngx_http_dqe_oauth_l1_copy(cred, &view, r->connection->log);
         ngx_http_dqe_oauth_count(cred, NGX_HTTP_DQE_OAUTH_HIT);
@@ -245,6 +273,12 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
                                       r->connection->log, NULL);
 
         if (rc == NGX_ERROR) {
+            left = ngx_http_dqe_oauth_room_left(cred);
+
+            if (left) {
+                return ngx_http_dqe_oauth_room_fail(r, ctx, left);
+            }
+
             view.error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
             view.log = 1;
             return ngx_http_dqe_oauth_fail(r, ctx, &view);
@@ -336,6 +370,48 @@ ngx_http_dqe_oauth_l1(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token)
     token->len = cred->l1_len;
 
     return 1;
+}
+
+
+/*
+ * This worker's copy of a token the zone no longer holds (evicted, or
+ * never stored for lack of room), until its "until": it is this worker's
+ * alone, so no generation can tell whether it still holds; a 401 for it
+ * drops it (the header filter)
+ */
+
+static ngx_flag_t
+ngx_http_dqe_oauth_l1_kept(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token)
+{
+    if (!cred->l1_valid
+        || !ngx_http_dqe_oauth_after(cred->l1_until,
+                                     ngx_http_dqe_oauth_now()))
+    {
+        return 0;
+    }
+
+    token->data = cred->l1_data;
+    token->len = cred->l1_len;
+
+    return 1;
+}
+
+
+/* a token this worker fetched and the zone could not store */
+
+void
+ngx_http_dqe_oauth_l1_keep(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token,
+    uint64_t until, ngx_log_t *log)
+{
+    ngx_http_dqe_oauth_view_t  view;
+
+    ngx_memzero(&view, sizeof(ngx_http_dqe_oauth_view_t));
+
+    view.token = *token;
+    view.until = until;
+    view.generation = (ngx_atomic_uint_t) -1;   /* the warm path never */
+
+    ngx_http_dqe_oauth_l1_copy(cred, &view, log);
 }
 
 
@@ -452,6 +528,10 @@ ngx_http_dqe_oauth_use(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
     /* first: view->token is in a buffer the next zone call overwrites */
 
     rc = ngx_http_dqe_oauth_set_header(r, &view->token);
+
+    if (!view->renew && !view->stale && view->until) {
+        ngx_http_dqe_oauth_l1_copy(ctx->cred, view, r->connection->log);
+    }
 
     if (view->renew
         && ngx_http_dqe_oauth_fetch(ctx->cred, NGX_HTTP_DQE_OAUTH_RENEW,
@@ -604,6 +684,24 @@ ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
 }
 
 
+/* this worker backs off a set the zone cannot hold */
+
+static ngx_int_t
+ngx_http_dqe_oauth_room_fail(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_ctx_t *ctx, ngx_msec_t left)
+{
+    ngx_http_dqe_oauth_view_t  view;
+
+    ngx_memzero(&view, sizeof(ngx_http_dqe_oauth_view_t));
+
+    view.error = NGX_HTTP_DQE_OAUTH_ERR_NO_ROOM;
+    view.retry_in = left;
+    view.log = ngx_http_dqe_oauth_room_log(ctx->cred, &view.unlogged);
+
+    return ngx_http_dqe_oauth_fail(r, ctx, &view);
+}
+
+
 /* during a backoff: when to come back, in whole seconds rounded up */
 
 static ngx_int_t
@@ -670,6 +768,15 @@ ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
     if (h && h->value.len > sizeof("Bearer ") - 1) {
         token.data = h->value.data + sizeof("Bearer ") - 1;
         token.len = h->value.len - (sizeof("Bearer ") - 1);
+
+        /* this worker's copy too: it may be one the zone no longer has */
+
+        if (conf->cred->l1_valid
+            && conf->cred->l1_len == token.len
+            && ngx_memcmp(conf->cred->l1_data, token.data, token.len) == 0)
+        {
+            conf->cred->l1_valid = 0;
+        }
 
         switch (ngx_http_dqe_oauth_zone_purge(conf->cred, &token)) {
 

@@ -15,6 +15,8 @@
 #include "ngx_http_dqe_oauth_module.h"
 
 
+static void ngx_http_dqe_oauth_capacity(ngx_conf_t *cf,
+    ngx_http_dqe_oauth_main_conf_t *dmcf);
 static ngx_int_t ngx_http_dqe_oauth_init(ngx_conf_t *cf);
 static void *ngx_http_dqe_oauth_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_dqe_oauth_create_loc_conf(ngx_conf_t *cf);
@@ -1071,6 +1073,73 @@ ngx_http_dqe_oauth_set_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * The zone against the sets configured: a [notice] when it cannot hold
+ * them all (they are evicted and fetched again by turns), with how many
+ * it holds; keep-warm only for as many sets as it holds, in the order of
+ * the configuration (warming more would evict what was just warmed).
+ */
+
+static void
+ngx_http_dqe_oauth_capacity(ngx_conf_t *cf,
+    ngx_http_dqe_oauth_main_conf_t *dmcf)
+{
+    ngx_uint_t                   i, j, sets, warm, warmed, capacity, per_mb;
+    ngx_http_dqe_oauth_cred_t  **credp;
+
+    credp = dmcf->creds.elts;
+    capacity = ngx_http_dqe_oauth_zone_capacity(dmcf->shm_zone->shm.size);
+    per_mb = ngx_http_dqe_oauth_zone_capacity(1024 * 1024);
+
+    sets = 0;
+    warm = 0;
+    warmed = 0;
+
+    for (i = 0; i < dmcf->creds.nelts; i++) {
+
+        /* one zone entry per digest: sets differing in policy share it */
+
+        for (j = 0; j < i; j++) {
+            if (ngx_memcmp(credp[j]->digest, credp[i]->digest,
+                           NGX_HTTP_DQE_OAUTH_DIGEST_LEN) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == i) {
+            sets++;
+
+            if (credp[i]->keep_warm) {
+                warm++;
+            }
+        }
+
+        credp[i]->warm = credp[i]->keep_warm
+                         && (j < i ? credp[j]->warm : warm <= capacity);
+
+        if (credp[i]->warm && j == i) {
+            warmed++;
+        }
+    }
+
+    if (sets <= capacity) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, cf->log, 0,
+                  "dqe_oauth_zone \"%V\" (%uz bytes) holds about %ui "
+                  "credential sets (about %ui per megabyte) and %ui are "
+                  "configured: the least recently used are evicted, and "
+                  "each worker keeps its own copy of their tokens; enlarge "
+                  "the zone to share them%s",
+                  &dmcf->shm_zone->shm.name, dmcf->shm_zone->shm.size,
+                  capacity, per_mb, sets,
+                  warm > warmed ? "; dqe_oauth_keep_warm applies to the "
+                                  "first sets it holds only" : "");
+}
+
+
 static ngx_int_t
 ngx_http_dqe_oauth_init(ngx_conf_t *cf)
 {
@@ -1100,6 +1169,8 @@ ngx_http_dqe_oauth_init(ngx_conf_t *cf)
     for (i = 0; i < dmcf->creds.nelts; i++) {
         credp[i]->zone = dmcf->shm_zone->data;
     }
+
+    ngx_http_dqe_oauth_capacity(cf, dmcf);
 
     if (ngx_http_dqe_oauth_init_endpoints(cf) != NGX_OK) {
         return NGX_ERROR;
@@ -1146,7 +1217,7 @@ ngx_http_dqe_oauth_init_process(ngx_cycle_t *cycle)
     warm = 0;
 
     for (i = 0; i < dmcf->creds.nelts; i++) {
-        if (credp[i]->keep_warm) {
+        if (credp[i]->warm) {
             warm++;
         }
     }
@@ -1188,7 +1259,7 @@ ngx_http_dqe_oauth_warm_handler(ngx_event_t *ev)
 
     for (i = 0; i < dmcf->creds.nelts; i++) {
 
-        if (!credp[i]->keep_warm) {
+        if (!credp[i]->warm) {
             continue;
         }
 

@@ -167,6 +167,18 @@ typedef struct {
     /* this worker's request counts, not yet added to the zone */
     ngx_uint_t                      counts[NGX_HTTP_DQE_OAUTH_OUTCOMES];
     unsigned                        counted:1;
+
+    /*
+     * Zone pressure: a set the zone could not hold backs off in this
+     * worker (1 s doubling to 30 s), which keeps using its copy of the
+     * token meanwhile; one [alert] a second at most
+     */
+    uint64_t                        room_until;
+    ngx_msec_t                      room_backoff;
+    uint64_t                        room_logged;
+    ngx_uint_t                      room_unlogged;
+
+    unsigned                        warm:1;     /* keep_warm, and it fits */
 } ngx_http_dqe_oauth_cred_t;
 
 
@@ -216,6 +228,7 @@ typedef struct {
     unsigned                        renew:1;    /* a renewal is due */
     unsigned                        stale:1;    /* the last renewal failed */
     unsigned                        log:1;      /* this one is */
+    unsigned                        absent:1;   /* no entry in the zone */
 } ngx_http_dqe_oauth_view_t;
 
 
@@ -349,11 +362,15 @@ void ngx_http_dqe_oauth_zone_stats(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_stats_t *st);
 void ngx_http_dqe_oauth_zone_usage(ngx_shm_zone_t *shm_zone,
     ngx_http_dqe_oauth_zone_stats_t *zs);
+ngx_uint_t ngx_http_dqe_oauth_zone_capacity(size_t size);
 
 /* ngx_http_dqe_oauth_fetch.c */
 ngx_int_t ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred,
     ngx_uint_t why, ngx_log_t *log, ngx_msec_t *next);
 ngx_int_t ngx_http_dqe_oauth_fetch_init(ngx_conf_t *cf);
+ngx_msec_t ngx_http_dqe_oauth_room_left(ngx_http_dqe_oauth_cred_t *cred);
+ngx_flag_t ngx_http_dqe_oauth_room_log(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_uint_t *unlogged);
 
 /* ngx_http_dqe_oauth_endpoint.c */
 ngx_http_dqe_oauth_endpoint_t *ngx_http_dqe_oauth_add_endpoint(
@@ -380,6 +397,8 @@ void ngx_http_dqe_oauth_handler_init_process(ngx_cycle_t *cycle);
 void ngx_http_dqe_oauth_flush(void);
 ngx_int_t ngx_http_dqe_oauth_add_variables(ngx_conf_t *cf);
 void ngx_http_dqe_oauth_wake(ngx_http_dqe_oauth_cred_t *cred);
+void ngx_http_dqe_oauth_l1_keep(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_str_t *token, uint64_t until, ngx_log_t *log);
 
 /* ngx_http_dqe_oauth_headers.c */
 ngx_int_t ngx_http_dqe_oauth_set_header(ngx_http_request_t *r,

@@ -32,6 +32,14 @@
 /* at most that many entries are evicted to make room for one allocation */
 #define NGX_HTTP_DQE_OAUTH_EVICT_MAX  64
 
+/*
+ * An entry is one 512-byte slab chunk, with a DQE-sized token (and its
+ * refresh token) inline: one size of chunk for the whole zone, so that
+ * freeing an entry always makes room for another; longer tokens get a
+ * chunk of their own
+ */
+#define NGX_HTTP_DQE_OAUTH_ENTRY      512
+
 /* a mark is checked against its process once it is that old */
 #define NGX_HTTP_DQE_OAUTH_PROBE_AFTER  1000
 
@@ -104,12 +112,19 @@ typedef struct {
     uint32_t                        purges;
 
     unsigned                        dead:1;     /* the token: purged */
+    unsigned                        inlined:1;  /* the token: in the chunk */
     unsigned                        fetching:1;
     unsigned                        fetch_dead:1; /* its process is gone */
     unsigned                        backing_off:1;
     unsigned                        has_purged:1;
     unsigned                        has_logged:1;
 } ngx_http_dqe_oauth_node_t;
+
+
+/* the entry fits its chunk, with room for a DQE token: else no build */
+typedef char ngx_http_dqe_oauth_entry_fits[
+    (sizeof(ngx_http_dqe_oauth_node_t) + 96 <= NGX_HTTP_DQE_OAUTH_ENTRY)
+    ? 1 : -1];
 
 
 static ngx_int_t ngx_http_dqe_oauth_init_zone(ngx_shm_zone_t *shm_zone,
@@ -403,7 +418,7 @@ ngx_http_dqe_oauth_create(ngx_http_dqe_oauth_cred_t *cred)
 {
     ngx_http_dqe_oauth_node_t  *dn;
 
-    dn = ngx_http_dqe_oauth_alloc(cred, sizeof(ngx_http_dqe_oauth_node_t),
+    dn = ngx_http_dqe_oauth_alloc(cred, NGX_HTTP_DQE_OAUTH_ENTRY,
                                   NULL, ngx_http_dqe_oauth_now());
     if (dn == NULL) {
         return NULL;
@@ -481,7 +496,7 @@ static void
 ngx_http_dqe_oauth_delete(ngx_http_dqe_oauth_zone_t *zone,
     ngx_http_dqe_oauth_node_t *dn)
 {
-    if (dn->token) {
+    if (dn->token && !dn->inlined) {
         ngx_slab_free_locked(zone->shpool, dn->token);
     }
 
@@ -724,6 +739,7 @@ ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
     dn = ngx_http_dqe_oauth_lookup(zone, cred->digest, 1);
 
     if (dn == NULL) {
+        view->absent = 1;
         rc = NGX_DECLINED;
         goto done;
     }
@@ -909,6 +925,7 @@ ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_claim_t *claim, ngx_http_dqe_oauth_token_t *tk)
 {
     u_char                     *blob;
+    size_t                      len;
     uint64_t                    now;
     ngx_int_t                   rc;
     ngx_http_dqe_oauth_zone_t  *zone;
@@ -932,19 +949,27 @@ ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
         }
     }
 
-    blob = ngx_http_dqe_oauth_alloc(cred, tk->token.len + tk->refresh.len,
-                                    dn, now);
+    len = tk->token.len + tk->refresh.len;
 
-    if (blob == NULL) {
-        dn->error = NGX_HTTP_DQE_OAUTH_ERR_NO_ROOM;
-        dn->status = 0;
-        rc = NGX_ERROR;
-        goto ended;
+    if (len <= NGX_HTTP_DQE_OAUTH_ENTRY - sizeof(ngx_http_dqe_oauth_node_t)) {
+        blob = (u_char *) (dn + 1);
+
+    } else {
+        blob = ngx_http_dqe_oauth_alloc(cred, len, dn, now);
+
+        if (blob == NULL) {
+            dn->error = NGX_HTTP_DQE_OAUTH_ERR_NO_ROOM;
+            dn->status = 0;
+            rc = NGX_ERROR;
+            goto ended;
+        }
     }
 
-    if (dn->token) {
+    if (dn->token && !dn->inlined) {
         ngx_slab_free_locked(zone->shpool, dn->token);
     }
+
+    dn->inlined = (blob == (u_char *) (dn + 1));
 
     ngx_memcpy(blob, tk->token.data, tk->token.len);
     ngx_memcpy(blob + tk->token.len, tk->refresh.data, tk->refresh.len);
@@ -1332,6 +1357,34 @@ ngx_http_dqe_oauth_zone_usage(ngx_shm_zone_t *shm_zone,
     zs->alloc_failures = zone->sh->alloc_failures;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/*
+ * About how many credential sets a zone of that size holds: an entry
+ * with a DQE-sized token (85 bytes with its refresh token) in one 512-byte
+ * slab chunk, on the pages a slab pool of that size has, less one for
+ * the zone's own header.  t/008-zone.t checks it against what a zone
+ * really holds.
+ */
+
+ngx_uint_t
+ngx_http_dqe_oauth_zone_capacity(size_t size)
+{
+    size_t  pages;
+
+    if (size < sizeof(ngx_slab_pool_t) + 2 * ngx_pagesize) {
+        return 0;
+    }
+
+    pages = (size - sizeof(ngx_slab_pool_t) - ngx_pagesize)
+            / (ngx_pagesize + sizeof(ngx_slab_page_t));
+
+    if (pages < 2) {
+        return 0;
+    }
+
+    return (pages - 1) * (ngx_pagesize / NGX_HTTP_DQE_OAUTH_ENTRY);
 }
 
 
