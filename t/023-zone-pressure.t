@@ -1,0 +1,117 @@
+# Zone pressure: what a zone too small for the configured credential sets
+# costs DQE, and what it tells the operator.  A 32k zone holds 40 sets.
+#
+#   capacity    nginx -t's [notice] gives the sets the zone holds, and
+#               per megabyte, when more are configured
+#   thrash      80 sets, each asked for 3 times in turn by one worker:
+#               80 token requests (0.3.0: 240, every request after the
+#               first round found its set evicted and fetched again)
+#   keep-warm   150 sets with dqe_oauth_keep_warm: the first 40 are kept
+#               warm, 40 token requests, no [alert] (0.3.0: 301 token
+#               requests in 14 s and thousands of [alert] lines)
+#
+# Plain Test::More, nginx instances of their own.
+
+use strict;
+use warnings;
+
+use Test::More;
+use Test::DQE;
+use Time::HiRes qw(sleep);
+
+sub mock { Test::DQE::mock(@_) }
+
+sub sets {
+    my ($n, $extra) = @_;
+
+    return join '', map {
+        "        location /c$_/ {\n"
+        . "            dqe_oauth_licence " . (100000 + $_) . ";\n"
+        . ($extra ? "            $extra\n" : '')
+        . "            proxy_pass https://127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};\n"
+        . "        }\n"
+    } 1 .. $n;
+}
+
+sub http {
+    my ($ngx, $n, $extra) = @_;
+
+    return "    dqe_oauth_zone tiny:32k;\n"
+        . "    dqe_oauth_server  127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};\n"
+        . "    dqe_oauth_secret  bulk-pass;\n"
+        . "    dqe_oauth_scope   client_address;\n"
+        . "    server {\n"
+        . "        listen 127.0.0.1:${\ $ngx->port};\n"
+        . "        location = /status { dqe_oauth_status; }\n"
+        . sets($n, $extra)
+        . "    }\n";
+}
+
+# --- capacity ---------------------------------------------------------------
+
+my $ngx = Test::DQE::Nginx->new('zone-pressure');
+
+$ngx->write_conf(http => http($ngx, 80), workers => 1);
+my ($ok, $err) = $ngx->test_conf(30);
+ok($ok, 'nginx -t passes with 80 sets in a 32k zone');
+like($err, qr/\[notice\] .*dqe_oauth_zone "tiny" \(32768 bytes\) holds about 40 credential sets \(about 2016 per megabyte\) and 80 are configured/,
+     'its [notice]: 40 sets, 2016 per megabyte, 80 configured');
+
+$ngx->write_conf(http => http($ngx, 40), workers => 1);
+($ok, $err) = $ngx->test_conf(30);
+unlike($err, qr/holds about/, '40 sets: no notice');
+
+# --- thrash -----------------------------------------------------------------
+
+ok($ngx->start(http => http($ngx, 80), workers => 1), 'nginx starts');
+
+mock('/__mock/stats?reset=counters');
+
+my @st;
+for my $round (1 .. 3) {
+    push @st, map { ($ngx->get("/c$_/r$round"))[0] } 1 .. 80;
+}
+
+is_deeply([grep { $_ != 200 } @st], [], '240 requests over 80 sets: all 200');
+like(mock('/__mock/stats'), Test::DQE::stats(token_requests => { POST => 80 }),
+     '80 token requests: one per set, the worker keeping its copies');
+
+my (undef, $json) = $ngx->get('/status');
+my ($entries) = $json =~ /"entries":(\d+)/;
+is($entries, 40, 'the zone holds 40 of them');
+
+unlike($ngx->log, qr/\[alert\]/, 'no [alert]');
+
+ok($ngx->stop, 'quit');
+
+# --- keep-warm beyond the zone ------------------------------------------------
+
+my $warm = Test::DQE::Nginx->new('zone-pressure-warm');
+
+mock('/__mock/stats?reset=counters');
+
+ok($warm->start(http => http($warm, 150, 'dqe_oauth_keep_warm on;')),
+   'nginx starts: 150 sets kept warm, a 32k zone, two workers');
+
+like(do { open my $f, '<', $warm->root . '/logs/stderr.log'; local $/; <$f> }
+     // '',
+     qr/holds about 40 credential sets .* and 150 are configured.*dqe_oauth_keep_warm applies to the first sets it holds only/,
+     'the [notice] says keep-warm applies to the first 40');
+
+sleep 4;
+
+like(mock('/__mock/stats'), Test::DQE::stats(token_requests => { POST => 40 }),
+     '40 token requests in 4 s: the first 40 sets, once');
+
+my @notice = $warm->log =~ /(\[notice\] .*credential sets, \d+ kept warm)/g;
+like($notice[0] // '', qr/150 credential sets, 40 kept warm/,
+     'each worker says 40 are kept warm');
+
+my @alerts = $warm->log =~ /(\[alert\].*)/g;
+is(scalar @alerts, 0, 'no [alert]') or diag($alerts[0]);
+
+ok($warm->stop, 'quit');
+
+Test::DQE::log_ok($warm->log);
+
+done_testing();
