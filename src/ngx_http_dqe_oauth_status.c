@@ -23,7 +23,32 @@
 typedef struct {
     ngx_http_dqe_oauth_cred_t      *cred;
     ngx_http_dqe_oauth_stats_t      st;
+    ngx_uint_t                      secret;     /* see sets */
 } ngx_http_dqe_oauth_set_t;
+
+
+/*
+ * The text goes into a chain of buffers, each started when the one
+ * before has no room for one more line (or one JSON credential set):
+ * the memory is what is written, and a buffer at most, whatever the
+ * number of sets or the length of the zone's name.
+ */
+
+#define NGX_HTTP_DQE_OAUTH_CHUNK   16384
+
+typedef struct {
+    ngx_pool_t                     *pool;
+    ngx_chain_t                    *first;
+    ngx_chain_t                   **next;
+    ngx_buf_t                      *b;
+    size_t                          line;       /* the longest a line is */
+    unsigned                        failed:1;
+} ngx_http_dqe_oauth_sink_t;
+
+/* before a line: p and last in a buffer with room for it */
+#define ngx_http_dqe_oauth_line(s, p, last)                                  \
+    p = ngx_http_dqe_oauth_room(s, p);                                       \
+    last = (s)->b->end
 
 
 typedef struct {
@@ -37,17 +62,21 @@ static void ngx_http_dqe_oauth_status_cleanup(void *data);
 static void ngx_http_dqe_oauth_status_ready(ngx_event_t *ev);
 static ngx_int_t ngx_http_dqe_oauth_status_send(ngx_http_request_t *r);
 static ngx_array_t *ngx_http_dqe_oauth_sets(ngx_http_request_t *r,
-    size_t *size);
-static u_char *ngx_http_dqe_oauth_json(u_char *p, u_char *last,
-    ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone);
-static u_char *ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last,
-    ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone);
-static u_char *ngx_http_dqe_oauth_histogram(u_char *p, u_char *last,
-    ngx_array_t *sets);
-static u_char *ngx_http_dqe_oauth_zone_metrics(u_char *p, u_char *last,
-    ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone);
+    size_t *labels);
+static u_char *ngx_http_dqe_oauth_room(ngx_http_dqe_oauth_sink_t *s,
+    u_char *p);
+static u_char *ngx_http_dqe_oauth_json(ngx_http_dqe_oauth_sink_t *s,
+    u_char *p, ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs,
+    ngx_str_t *zone);
+static u_char *ngx_http_dqe_oauth_prometheus(ngx_http_dqe_oauth_sink_t *s,
+    u_char *p, ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs,
+    ngx_str_t *zone);
+static u_char *ngx_http_dqe_oauth_histogram(ngx_http_dqe_oauth_sink_t *s,
+    u_char *p, ngx_array_t *sets);
+static u_char *ngx_http_dqe_oauth_zone_metrics(ngx_http_dqe_oauth_sink_t *s,
+    u_char *p, ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone);
 static u_char *ngx_http_dqe_oauth_labels(u_char *p, u_char *last,
-    ngx_http_dqe_oauth_cred_t *cred);
+    ngx_http_dqe_oauth_set_t *set);
 static u_char *ngx_http_dqe_oauth_escape(u_char *p, u_char *last,
     ngx_str_t *s);
 static u_char *ngx_http_dqe_oauth_time(u_char *p, u_char *last, uint64_t ms,
@@ -189,13 +218,15 @@ ngx_http_dqe_oauth_status_ready(ngx_event_t *ev)
 static ngx_int_t
 ngx_http_dqe_oauth_status_send(ngx_http_request_t *r)
 {
-    size_t                            size;
+    u_char                           *p;
+    off_t                             len;
+    size_t                            labels;
     ngx_int_t                         rc;
-    ngx_buf_t                        *b;
     ngx_str_t                         format, zone;
     ngx_flag_t                        prometheus;
-    ngx_chain_t                       out;
+    ngx_chain_t                      *cl;
     ngx_array_t                      *sets;
+    ngx_http_dqe_oauth_sink_t         sink;
     ngx_http_dqe_oauth_main_conf_t   *dmcf;
     ngx_http_dqe_oauth_zone_stats_t   zs;
 
@@ -218,7 +249,7 @@ ngx_http_dqe_oauth_status_send(ngx_http_request_t *r)
         }
     }
 
-    sets = ngx_http_dqe_oauth_sets(r, &size);
+    sets = ngx_http_dqe_oauth_sets(r, &labels);
     if (sets == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -231,30 +262,49 @@ ngx_http_dqe_oauth_status_send(ngx_http_request_t *r)
         zone = dmcf->shm_zone->shm.name;
     }
 
-    b = ngx_create_temp_buf(r->pool, size + 4096 + 2 * zone.len);
-    if (b == NULL) {
+    /*
+     * the longest line: a JSON credential set (about 2.5k with every
+     * number at its widest) or a sample, with its labels escaped (at
+     * most twice as long), or a zone line with the zone's name
+     */
+
+    ngx_memzero(&sink, sizeof(ngx_http_dqe_oauth_sink_t));
+
+    sink.pool = r->pool;
+    sink.next = &sink.first;
+    sink.line = 4096 + 2 * ngx_max(labels, zone.len);
+
+    p = ngx_http_dqe_oauth_room(&sink, NULL);
+
+    if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (prometheus) {
-        b->last = ngx_http_dqe_oauth_prometheus(b->last, b->end, sets, &zs,
-                                                &zone);
+        p = ngx_http_dqe_oauth_prometheus(&sink, p, sets, &zs, &zone);
         ngx_str_set(&r->headers_out.content_type,
                     "text/plain; version=0.0.4; charset=utf-8");
 
     } else {
-        b->last = ngx_http_dqe_oauth_json(b->last, b->end, sets, &zs, &zone);
+        p = ngx_http_dqe_oauth_json(&sink, p, sets, &zs, &zone);
         ngx_str_set(&r->headers_out.content_type, "application/json");
     }
 
-    if (b->last == b->end) {
-        /* cannot happen: the size is an upper bound */
+    if (sink.failed) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    sink.b->last = p;
+    sink.b->last_buf = (r == r->main) ? 1 : 0;
+    sink.b->last_in_chain = 1;
+
+    for (len = 0, cl = sink.first; cl; cl = cl->next) {
+        len += cl->buf->last - cl->buf->pos;
     }
 
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_length_n = len;
 
     rc = ngx_http_send_header(r);
 
@@ -262,29 +312,69 @@ ngx_http_dqe_oauth_status_send(ngx_http_request_t *r)
         return rc;
     }
 
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
+    return ngx_http_output_filter(r, sink.first);
+}
 
-    out.buf = b;
-    out.next = NULL;
 
-    return ngx_http_output_filter(r, &out);
+/*
+ * Room for one more line after p: else the buffer ends at p and another
+ * follows.  Out of memory, the text goes on over the last buffer, and
+ * the request gets a 500.
+ */
+
+static u_char *
+ngx_http_dqe_oauth_room(ngx_http_dqe_oauth_sink_t *s, u_char *p)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (s->b && (size_t) (s->b->end - p) > s->line) {
+        return p;
+    }
+
+    if (s->failed) {
+        return s->b->start;
+    }
+
+    b = ngx_create_temp_buf(s->pool,
+                            ngx_max(NGX_HTTP_DQE_OAUTH_CHUNK, s->line + 1));
+    cl = ngx_alloc_chain_link(s->pool);
+
+    if (b == NULL || cl == NULL) {
+        s->failed = 1;
+        return s->b ? s->b->start : NULL;
+    }
+
+    if (s->b) {
+        s->b->last = p;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+    *s->next = cl;
+    s->next = &cl->next;
+    s->b = b;
+
+    return b->pos;
 }
 
 
 /*
  * The credential sets of this configuration, one per zone entry (sets
- * that differ only in policy share it), with their stats; *size: an
- * upper bound of the text
+ * that differ only in policy share it), with their stats; *labels: the
+ * longest their labels are.  Sets that differ only in the secret (a
+ * rotation in progress) are told apart by "secret": 1, 2... in the order
+ * of the configuration, never by anything drawn from the secret.
  */
 
 static ngx_array_t *
-ngx_http_dqe_oauth_sets(ngx_http_request_t *r, size_t *size)
+ngx_http_dqe_oauth_sets(ngx_http_request_t *r, size_t *labels)
 {
+    size_t                            len;
     ngx_uint_t                        i, j;
     ngx_array_t                      *sets;
     ngx_http_dqe_oauth_set_t         *set;
-    ngx_http_dqe_oauth_cred_t       **credp, *cred;
+    ngx_http_dqe_oauth_cred_t       **credp, *cred, *other;
     ngx_http_dqe_oauth_main_conf_t   *dmcf;
 
     dmcf = ngx_http_get_module_main_conf(r, ngx_http_dqe_oauth_module);
@@ -295,9 +385,8 @@ ngx_http_dqe_oauth_sets(ngx_http_request_t *r, size_t *size)
         return NULL;
     }
 
-    *size = 0;
+    *labels = 0;
     credp = dmcf->creds.elts;
-    set = NULL;
 
     for (i = 0; i < dmcf->creds.nelts; i++) {
         cred = credp[i];
@@ -323,13 +412,30 @@ ngx_http_dqe_oauth_sets(ngx_http_request_t *r, size_t *size)
 
         ngx_memzero(set, sizeof(ngx_http_dqe_oauth_set_t));
         set->cred = cred;
+        set->secret = 1;
+
+        for (j = 0; j < sets->nelts - 1; j++) {
+            other = ((ngx_http_dqe_oauth_set_t *) sets->elts)[j].cred;
+
+            if (other->endpoint == cred->endpoint
+                && other->licence.len == cred->licence.len
+                && ngx_strncmp(other->licence.data, cred->licence.data,
+                               cred->licence.len) == 0
+                && other->scope.len == cred->scope.len
+                && ngx_strncmp(other->scope.data, cred->scope.data,
+                               cred->scope.len) == 0)
+            {
+                set->secret++;
+            }
+        }
 
         ngx_http_dqe_oauth_zone_stats(cred, &set->st);
 
-        /* about 60 lines, each with the labels escaped (at most twice) */
+        len = cred->endpoint->url.len + cred->licence.len + cred->scope.len;
 
-        *size += 60 * (256 + 2 * (cred->endpoint->url.len
-                                  + cred->licence.len + cred->scope.len));
+        if (len > *labels) {
+            *labels = len;
+        }
     }
 
     return sets;
@@ -337,12 +443,15 @@ ngx_http_dqe_oauth_sets(ngx_http_request_t *r, size_t *size)
 
 
 static u_char *
-ngx_http_dqe_oauth_json(u_char *p, u_char *last, ngx_array_t *sets,
-    ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone)
+ngx_http_dqe_oauth_json(ngx_http_dqe_oauth_sink_t *s, u_char *p,
+    ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone)
 {
+    u_char                     *last;
     ngx_uint_t                  i, j, k, sum;
     ngx_http_dqe_oauth_set_t   *set;
     ngx_http_dqe_oauth_cred_t  *cred;
+
+    last = s->b->end;
 
     p = ngx_slprintf(p, last, "{\"version\":\"%s\",\"zone\":{\"name\":\"",
                      NGX_HTTP_DQE_OAUTH_VERSION);
@@ -358,13 +467,16 @@ ngx_http_dqe_oauth_json(u_char *p, u_char *last, ngx_array_t *sets,
     for (i = 0; i < sets->nelts; i++) {
         cred = set[i].cred;
 
+        ngx_http_dqe_oauth_line(s, p, last);
+
         p = ngx_slprintf(p, last, "%s{\"server\":\"", i ? "," : "");
         p = ngx_http_dqe_oauth_escape(p, last, &cred->endpoint->url);
         p = ngx_slprintf(p, last, "\",\"licence\":\"");
         p = ngx_http_dqe_oauth_escape(p, last, &cred->licence);
         p = ngx_slprintf(p, last, "\",\"scope\":\"");
         p = ngx_http_dqe_oauth_escape(p, last, &cred->scope);
-        p = ngx_slprintf(p, last, "\",\"requests\":{");
+        p = ngx_slprintf(p, last, "\",\"secret\":%ui,\"requests\":{",
+                         set[i].secret);
 
         for (j = 0; j < NGX_HTTP_DQE_OAUTH_OUTCOMES; j++) {
             p = ngx_slprintf(p, last, "%s\"%s\":%uL", j ? "," : "",
@@ -412,6 +524,8 @@ ngx_http_dqe_oauth_json(u_char *p, u_char *last, ngx_array_t *sets,
                          set[i].st.in_flight ? "true" : "false",
                          set[i].st.purges);
     }
+
+    ngx_http_dqe_oauth_line(s, p, last);
 
     return ngx_slprintf(p, last, "]}\n");
 }
@@ -483,41 +597,50 @@ static ngx_http_dqe_oauth_metric_t  ngx_http_dqe_oauth_set_metrics[] = {
     ngx_slprintf(p, last, "# HELP dqe_oauth_%s %s\n"                         \
                  "# TYPE dqe_oauth_%s %s\n", name, help, name, type)
 
-/* "dqe_oauth_NAME{server=...,licence=...,scope=..." */
-#define ngx_http_dqe_oauth_sample(p, last, name, cred)                       \
+/* "dqe_oauth_NAME{server=...,licence=...,scope=...,secret=..." */
+#define ngx_http_dqe_oauth_sample(p, last, name, set)                        \
     ngx_http_dqe_oauth_labels(ngx_slprintf(p, last, "dqe_oauth_%s{", name),  \
-                              last, cred)
+                              last, set)
 
 
 static u_char *
-ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last, ngx_array_t *sets,
-    ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone)
+ngx_http_dqe_oauth_prometheus(ngx_http_dqe_oauth_sink_t *s, u_char *p,
+    ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone)
 {
-    u_char                       *v;
+    u_char                       *v, *last;
     uint64_t                      t;
     ngx_uint_t                    i, j, k;
     ngx_http_dqe_oauth_set_t     *set;
     ngx_http_dqe_oauth_metric_t  *m;
 
     set = sets->elts;
+    last = s->b->end;
+
+    ngx_http_dqe_oauth_line(s, p, last);
 
     p = ngx_http_dqe_oauth_family(p, last, "info", "gauge",
                                   "The module's version.");
     p = ngx_slprintf(p, last, "dqe_oauth_info{version=\"%s\"} 1\n",
                      NGX_HTTP_DQE_OAUTH_VERSION);
 
+    ngx_http_dqe_oauth_line(s, p, last);
+
     p = ngx_http_dqe_oauth_family(p, last, "requests_total", "counter",
                                   "Requests by how they got their token.");
 
     for (i = 0; i < sets->nelts; i++) {
         for (j = 0; j < NGX_HTTP_DQE_OAUTH_OUTCOMES; j++) {
+            ngx_http_dqe_oauth_line(s, p, last);
+
             p = ngx_http_dqe_oauth_sample(p, last, "requests_total",
-                                          set[i].cred);
+                                          &set[i]);
             p = ngx_slprintf(p, last, ",outcome=\"%s\"} %uL\n",
                              ngx_http_dqe_oauth_outcome_names[j],
                              set[i].st.requests[j]);
         }
     }
+
+    ngx_http_dqe_oauth_line(s, p, last);
 
     p = ngx_http_dqe_oauth_family(p, last, "fetches_total", "counter",
                                   "Token requests to DQE by grant and "
@@ -526,8 +649,10 @@ ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last, ngx_array_t *sets,
     for (i = 0; i < sets->nelts; i++) {
         for (j = 0; j < 2; j++) {
             for (k = 0; k < NGX_HTTP_DQE_OAUTH_RESULTS; k++) {
+                ngx_http_dqe_oauth_line(s, p, last);
+
                 p = ngx_http_dqe_oauth_sample(p, last, "fetches_total",
-                                              set[i].cred);
+                                              &set[i]);
                 p = ngx_slprintf(p, last,
                                  ",grant=\"%s\",result=\"%s\"} %ui\n",
                                  ngx_http_dqe_oauth_grants[j],
@@ -537,12 +662,15 @@ ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last, ngx_array_t *sets,
         }
     }
 
-    p = ngx_http_dqe_oauth_histogram(p, last, sets);
+    p = ngx_http_dqe_oauth_histogram(s, p, sets);
+    last = s->b->end;
 
     for (k = 0; k < sizeof(ngx_http_dqe_oauth_set_metrics)
                     / sizeof(ngx_http_dqe_oauth_metric_t); k++)
     {
         m = &ngx_http_dqe_oauth_set_metrics[k];
+
+        ngx_http_dqe_oauth_line(s, p, last);
 
         p = ngx_http_dqe_oauth_family(p, last, m->name, m->type, m->help);
 
@@ -554,8 +682,10 @@ ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last, ngx_array_t *sets,
                 continue;
             }
 
+            ngx_http_dqe_oauth_line(s, p, last);
+
             p = ngx_slprintf(ngx_http_dqe_oauth_sample(p, last, m->name,
-                                                       set[i].cred),
+                                                       &set[i]),
                              last, "} ");
 
             if (m->kind == NGX_HTTP_DQE_OAUTH_TIME) {
@@ -572,17 +702,22 @@ ngx_http_dqe_oauth_prometheus(u_char *p, u_char *last, ngx_array_t *sets,
         }
     }
 
-    return ngx_http_dqe_oauth_zone_metrics(p, last, zs, zone);
+    return ngx_http_dqe_oauth_zone_metrics(s, p, zs, zone);
 }
 
 
 static u_char *
-ngx_http_dqe_oauth_histogram(u_char *p, u_char *last, ngx_array_t *sets)
+ngx_http_dqe_oauth_histogram(ngx_http_dqe_oauth_sink_t *s, u_char *p,
+    ngx_array_t *sets)
 {
+    u_char                    *last;
     ngx_uint_t                 i, j, sum;
     ngx_http_dqe_oauth_set_t  *set;
 
     set = sets->elts;
+    last = s->b->end;
+
+    ngx_http_dqe_oauth_line(s, p, last);
 
     p = ngx_http_dqe_oauth_family(p, last, "fetch_duration_seconds",
                                   "histogram",
@@ -591,20 +726,29 @@ ngx_http_dqe_oauth_histogram(u_char *p, u_char *last, ngx_array_t *sets)
     for (i = 0; i < sets->nelts; i++) {
         for (sum = 0, j = 0; j < NGX_HTTP_DQE_OAUTH_BUCKETS; j++) {
             sum += set[i].st.buckets[j];
+
+            ngx_http_dqe_oauth_line(s, p, last);
+
             p = ngx_http_dqe_oauth_sample(p, last,
                                           "fetch_duration_seconds_bucket",
-                                          set[i].cred);
+                                          &set[i]);
             p = ngx_slprintf(p, last, ",le=\"%s\"} %ui\n",
                              ngx_http_dqe_oauth_bucket_names[j], sum);
         }
 
+        ngx_http_dqe_oauth_line(s, p, last);
+
         p = ngx_http_dqe_oauth_sample(p, last, "fetch_duration_seconds_sum",
-                                      set[i].cred);
+                                      &set[i]);
         p = ngx_http_dqe_oauth_time(ngx_slprintf(p, last, "} "), last,
                                     set[i].st.duration_sum, 0);
-        p = ngx_http_dqe_oauth_sample(ngx_slprintf(p, last, "\n"), last,
+        p = ngx_slprintf(p, last, "\n");
+
+        ngx_http_dqe_oauth_line(s, p, last);
+
+        p = ngx_http_dqe_oauth_sample(p, last,
                                       "fetch_duration_seconds_count",
-                                      set[i].cred);
+                                      &set[i]);
         p = ngx_slprintf(p, last, "} %ui\n", sum);
     }
 
@@ -613,10 +757,11 @@ ngx_http_dqe_oauth_histogram(u_char *p, u_char *last, ngx_array_t *sets)
 
 
 static u_char *
-ngx_http_dqe_oauth_zone_metrics(u_char *p, u_char *last,
+ngx_http_dqe_oauth_zone_metrics(ngx_http_dqe_oauth_sink_t *s, u_char *p,
     ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone)
 {
-    ngx_uint_t  i;
+    u_char      *last;
+    ngx_uint_t   i;
 
     static ngx_http_dqe_oauth_metric_t  metrics[] = {
         { "zone_size_bytes", "gauge", "The size of the shared zone.",
@@ -633,6 +778,8 @@ ngx_http_dqe_oauth_zone_metrics(u_char *p, u_char *last,
     };
 
     for (i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++) {
+        ngx_http_dqe_oauth_line(s, p, last);
+
         p = ngx_http_dqe_oauth_family(p, last, metrics[i].name,
                                       metrics[i].type, metrics[i].help);
         p = ngx_slprintf(p, last, "dqe_oauth_%s{zone=\"", metrics[i].name);
@@ -647,16 +794,16 @@ ngx_http_dqe_oauth_zone_metrics(u_char *p, u_char *last,
 
 static u_char *
 ngx_http_dqe_oauth_labels(u_char *p, u_char *last,
-    ngx_http_dqe_oauth_cred_t *cred)
+    ngx_http_dqe_oauth_set_t *set)
 {
     p = ngx_slprintf(p, last, "server=\"");
-    p = ngx_http_dqe_oauth_escape(p, last, &cred->endpoint->url);
+    p = ngx_http_dqe_oauth_escape(p, last, &set->cred->endpoint->url);
     p = ngx_slprintf(p, last, "\",licence=\"");
-    p = ngx_http_dqe_oauth_escape(p, last, &cred->licence);
+    p = ngx_http_dqe_oauth_escape(p, last, &set->cred->licence);
     p = ngx_slprintf(p, last, "\",scope=\"");
-    p = ngx_http_dqe_oauth_escape(p, last, &cred->scope);
+    p = ngx_http_dqe_oauth_escape(p, last, &set->cred->scope);
 
-    return ngx_slprintf(p, last, "\"");
+    return ngx_slprintf(p, last, "\",secret=\"%ui\"", set->secret);
 }
 
 

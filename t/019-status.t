@@ -190,6 +190,7 @@ ok($m, 'python3-prometheus-client parses it') or diag $text;
 sub sample {
     my ($name, $licence, %labels) = @_;
     %labels = (%labels, licence => $licence, scope => 'client_address',
+               secret => 1,
                server => "https://127.0.0.1:$ENV{TEST_NGINX_DQE_PORT}")
         if $licence;
     return $m->{"$name\{"

@@ -9,6 +9,7 @@ use warnings;
 
 use Test::More;
 use Test::DQE;
+use JSON::PP ();
 use POSIX ();
 use Time::HiRes qw(sleep time);
 
@@ -268,6 +269,65 @@ mock('/__mock/fault?clear=1');
 ok($ngx->stop, 'quit');
 
 Test::DQE::log_ok($ngx->log);
+
+# --- the status: 1,000 sets, a 4k zone name, a secret rotation -------------
+#
+# both formats answer 200 and parse (0.3.0: 500 past about 600 characters
+# of zone name), every Prometheus series once: two sets that differ only
+# in the secret are secret="1" and secret="2" (0.3.0: the same series
+# twice)
+
+my $big = Test::DQE::Nginx->new('safety-status');
+my $zname = 'z' x 4000;
+
+my $sets = join '', map {
+    "        location /c$_/ { dqe_oauth_licence " . (100000 + $_) . "; "
+    . "proxy_pass https://127.0.0.1:$ENV{TEST_NGINX_DQE_PORT}; }\n"
+} 0 .. 999;
+
+ok($big->start(workers => 1, http => <<"CONF"), 'nginx starts with 1,002 sets');
+    dqe_oauth_zone $zname:1m;
+    dqe_oauth_server  127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};
+    dqe_oauth_secret  bulk-pass;
+    dqe_oauth_scope   client_address;
+    server {
+        listen 127.0.0.1:${\ $big->port};
+        location = /status { dqe_oauth_status; }
+$sets
+${\ Test::DQE::location('/rot-old/', licence => 333333, secret => 's3cr3t-pass')}
+${\ Test::DQE::location('/rot-new/', licence => 333333, secret => 's3cr3t-pass-new')}
+    }
+CONF
+
+is(($big->get('/rot-old/1'))[0], 200, 'the old secret of a rotation');
+is(($big->get('/rot-new/1'))[0], 200, 'and the new one: two tokens');
+
+my ($jst, $json) = $big->get('/status', 30);
+my $doc = eval { JSON::PP::decode_json($json) };
+is($jst, 200, 'JSON: 200');
+is(scalar @{ $doc->{credentials} // [] }, 1002, 'it parses, with 1,002 sets');
+is(length($doc->{zone}{name} // ''), 4000, 'and the zone\'s 4000-character name');
+is_deeply([map { "$_->{licence} $_->{secret}" }
+           grep { $_->{licence} eq '333333' } @{ $doc->{credentials} // [] }],
+          ['333333 1', '333333 2'], 'the rotation: secret 1 and 2');
+
+my ($pst, $prom) = $big->get('/status?format=prometheus', 30);
+is($pst, 200, 'Prometheus: 200');
+
+open my $pf, '>', $big->root . '/prom.txt' or die $!;
+print $pf $prom;
+close $pf;
+my $parsed = `/usr/bin/python3 t/prom_parse.py < ${\ $big->root}/prom.txt`;
+is($?, 0, 'python3-prometheus-client parses it');
+
+my %seen;
+my @twice = grep { !/^#/ && $seen{ (split / /)[0] }++ } split /\n/, $prom;
+is_deeply([@twice[0 .. ($#twice < 2 ? $#twice : 2)]], [],
+          'no series twice');
+like($prom, qr/^dqe_oauth_requests_total\{server="[^"]+",licence="333333",scope="client_address",secret="2",outcome="miss"\} 1$/m,
+     'the new secret\'s set: secret="2", its own counts');
+
+ok($big->stop, 'quit');
 
 # --- nginx -t refuses what would hang or mislead --------------------------
 
