@@ -1013,7 +1013,7 @@ ngx_http_dqe_oauth_store(ngx_http_dqe_oauth_fetch_t *fetch)
                              ngx_http_dqe_oauth_lifetime(fetch->tk.expires_in),
                              cred->expiry_margin, cred->refresh_ahead,
                              cred->refresh_ahead_pct,
-                             ngx_http_dqe_oauth_zone_jitter(cred->zone), &t);
+                             ngx_http_dqe_oauth_zone_jitter(cred), &t);
 
     if (t.clamped && !cred->warned) {
         cred->warned = 1;

@@ -357,7 +357,7 @@ void ngx_http_dqe_oauth_zone_count(ngx_http_dqe_oauth_cred_t *cred,
 void ngx_http_dqe_oauth_zone_flush(ngx_http_dqe_oauth_cred_t *cred);
 ngx_atomic_uint_t ngx_http_dqe_oauth_zone_generation(
     ngx_http_dqe_oauth_zone_t *zone);
-ngx_uint_t ngx_http_dqe_oauth_zone_jitter(ngx_http_dqe_oauth_zone_t *zone);
+ngx_uint_t ngx_http_dqe_oauth_zone_jitter(ngx_http_dqe_oauth_cred_t *cred);
 void ngx_http_dqe_oauth_zone_stats(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_stats_t *st);
 void ngx_http_dqe_oauth_zone_usage(ngx_shm_zone_t *shm_zone,

@@ -1233,12 +1233,19 @@ ngx_http_dqe_oauth_zone_generation(ngx_http_dqe_oauth_zone_t *zone)
 }
 
 
-/* where in its renew-ahead window this instance renews, of 65536 */
+/*
+ * Where in its renew-ahead window a credential set renews, of 65536: the
+ * instance's draw, moved by the set's own digest, so that instances do
+ * not renew in step, nor do the sets of one instance (50 sets kept warm
+ * are fetched together at start, then renewed apart)
+ */
 
 ngx_uint_t
-ngx_http_dqe_oauth_zone_jitter(ngx_http_dqe_oauth_zone_t *zone)
+ngx_http_dqe_oauth_zone_jitter(ngx_http_dqe_oauth_cred_t *cred)
 {
-    return zone->sh->jitter;
+    return (cred->zone->sh->jitter
+            + ((ngx_uint_t) cred->digest[4] << 8) + cred->digest[5])
+           % 65536;
 }
 
 
@@ -1396,7 +1403,7 @@ ngx_http_dqe_oauth_policy(ngx_http_dqe_oauth_node_t *dn,
 {
     ngx_http_dqe_oauth_times(dn->issued, dn->lifetime, cred->expiry_margin,
                              cred->refresh_ahead, cred->refresh_ahead_pct,
-                             cred->zone->sh->jitter, t);
+                             ngx_http_dqe_oauth_zone_jitter(cred), t);
 }
 
 

@@ -8,7 +8,8 @@
 #               first round found its set evicted and fetched again)
 #   keep-warm   150 sets with dqe_oauth_keep_warm: the first 40 are kept
 #               warm, 40 token requests, no [alert] (0.3.0: 301 token
-#               requests in 14 s and thousands of [alert] lines)
+#               requests in 14 s and thousands of [alert] lines); they
+#               renew apart, not in lockstep
 #
 # Plain Test::More, nginx instances of their own.
 
@@ -17,6 +18,7 @@ use warnings;
 
 use Test::More;
 use Test::DQE;
+use JSON::PP ();
 use Time::HiRes qw(sleep);
 
 sub mock { Test::DQE::mock(@_) }
@@ -106,6 +108,24 @@ like(mock('/__mock/stats'), Test::DQE::stats(token_requests => { POST => 40 }),
 my @notice = $warm->log =~ /(\[notice\] .*credential sets, \d+ kept warm)/g;
 like($notice[0] // '', qr/150 credential sets, 40 kept warm/,
      'each worker says 40 are kept warm');
+
+# the 40 warm sets were fetched together; they renew apart, each at a
+# point of its own in its window (300 s tokens: 60 s ahead of a cutoff
+# at 290 s, and up to 15 s earlier): 0.3.0 renewed them all at once
+
+my ($sst, $sjson) = $warm->get('/status');
+my $sdoc = eval { JSON::PP::decode_json($sjson) } // {};
+my @renews = sort { $a <=> $b }
+             map { $_->{token_renews} - ($_->{token_expires} - 300) }
+             grep { defined $_->{token_renews} } @{ $sdoc->{credentials} // [] };
+
+is(scalar @renews, 40, '40 sets hold a token');
+ok(@renews && $renews[0] >= 215 && $renews[-1] <= 230,
+   'each renews 60 to 75 s before its cutoff ('
+   . join(', ', map { sprintf '%.1f', $_ } @renews[0, -1]) . ' s after issue)');
+ok(@renews && $renews[-1] - $renews[0] >= 5,
+   'spread over at least 5 s of the 15 s window ('
+   . sprintf('%.1f', @renews ? $renews[-1] - $renews[0] : 0) . ' s)');
 
 my @alerts = $warm->log =~ /(\[alert\].*)/g;
 is(scalar @alerts, 0, 'no [alert]') or diag($alerts[0]);
