@@ -41,7 +41,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$out/key.pem" -out "$out/cert.pem" >/dev/null 2>&1
 
 python3 t/dqe_mock.py --listen 127.0.0.1:0 --tls-cert "$out/cert.pem" \
-    --tls-key "$out/key.pem" --quiet >"$out/mock.out" 2>&1 &
+    --tls-key "$out/key.pem" --fault-listen 127.0.0.1:0=delay=6 \
+    --quiet >"$out/mock.out" 2>&1 &
 mock=$!
 
 cleanup() {
@@ -55,10 +56,12 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 dqe=$(sed -n 's/^READY port=\([0-9]*\).*/\1/p' "$out/mock.out")
+slow=$(sed -n 's/^READY .*faults=\([0-9]*\).*/\1/p' "$out/mock.out")
 
 static_port=$(free_port)
 dqe_port=$(free_port)
 backend_port=$(free_port)
+probe_port=$(free_port)
 
 # the configuration: $1 workers, $2 master process and daemon (on|off)
 write_conf() {
@@ -93,6 +96,18 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Authorization "Bearer TKstatic0123456789abcdef0123456789abcdef0";
+            proxy_pass http://backend;
+        }
+    }
+
+    # the waiters' probes: a DQE that answers in 6 s
+    server {
+        listen 127.0.0.1:$probe_port;
+        location / {
+            dqe_oauth_server  127.0.0.1:$slow;
+            dqe_oauth_licence 100001;
+            dqe_oauth_secret  bulk-pass;
+            dqe_oauth_scope   client_address;
             proxy_pass http://backend;
         }
     }
@@ -186,6 +201,32 @@ if [ "$calls" -gt 0 ] && command -v valgrind >/dev/null; then
     done
 fi
 
+# waiters: 300 connections (2 workers) wait for one token request that
+# DQE answers in 6 s; those in the other worker check that the fetching
+# worker is alive (kill(pid, 0), under the zone's lock): counted with
+# strace.  0.3.0 probed at every poll, about 2,800 times a second.
+
+probes=
+if command -v strace >/dev/null; then
+    write_conf 2 on
+    "$nginx" -p "$out/" -c "$out/conf/nginx.conf"
+    sleep 0.5
+    workers=$(pgrep -P "$(cat "$out/logs/nginx.pid")" | sed 's/^/-p /')
+    # shellcheck disable=SC2086
+    strace -f -qq -e trace=kill -o "$out/probes.trace" $workers &
+    tracer=$!
+    sleep 1
+    wrk -t2 -c300 -d8s "http://127.0.0.1:$probe_port/x" >"$out/wrk.probe" 2>&1
+    kill -INT "$tracer" 2>/dev/null || true
+    wait "$tracer" 2>/dev/null || true
+    probes=$(grep -c 'kill([0-9]*, 0)' "$out/probes.trace" || true)
+    "$nginx" -p "$out/" -c "$out/conf/nginx.conf" -s quit
+    for _ in $(seq 100); do
+        [ -f "$out/logs/nginx.pid" ] || break
+        sleep 0.1
+    done
+fi
+
 python3 - "$out" "$rounds" "$worker_counts" "$calls" <<'PY'
 import os, re, statistics, sys
 
@@ -241,6 +282,13 @@ if calls and os.path.exists("%s/cg.static.%d" % (out, calls)):
     print("  dqe_oauth, warm (B) %8.0f" % per["dqe"])
     print("ratio B/A: instructions %.4f" % (per["dqe"] / per["static"]))
 PY
+
+if [ -n "$probes" ]; then
+    echo
+    echo "300 waiters on 2 workers, DQE answering in 6 s: $probes probes of" \
+         "the fetching worker (kill(pid, 0)), about $(( (probes + 5) / 6 ))" \
+         "a second (0.3.0: about 2,800 a second)"
+fi
 
 grep -c "dqe_oauth" "$out/logs/error.log" >/dev/null 2>&1 && {
     echo "error log lines from the module:"; grep "dqe_oauth" "$out/logs/error.log" | head -5
