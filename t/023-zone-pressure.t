@@ -6,6 +6,8 @@
 #   thrash      80 sets, each asked for 3 times in turn by one worker:
 #               80 token requests (0.3.0: 240, every request after the
 #               first round found its set evicted and fetched again)
+#   no room     a set that cannot even get an entry: 502 with
+#               Retry-After at once, one [alert] a second
 #   keep-warm   150 sets with dqe_oauth_keep_warm: the first 40 are kept
 #               warm, 40 token requests, no [alert] (0.3.0: 301 token
 #               requests in 14 s and thousands of [alert] lines); they
@@ -83,6 +85,48 @@ my ($entries) = $json =~ /"entries":(\d+)/;
 is($entries, 40, 'the zone holds 40 of them');
 
 unlike($ngx->log, qr/\[alert\]/, 'no [alert]');
+
+ok($ngx->stop, 'quit');
+
+# --- no room even for an entry: this worker backs the set off -----------------
+#
+# the 40 entries of the zone each have a token request in flight (DQE
+# answers in 6 s): a 41st set cannot get an entry.  Its requests get 502
+# with Retry-After at once (the worker backs it off 1 s, doubling), and
+# one [alert] a second says so; once the token requests have ended, it
+# gets its token.
+
+ok($ngx->start(http => http($ngx, 41), workers => 1), 'nginx starts again');
+
+mock('/__mock/fault?delay=6');
+
+my $mark = length $ngx->log;
+my @later = map { $ngx->get_later("/c$_/f", 15) } 1 .. 40;
+
+for (1 .. 100) {
+    last if (() = substr($ngx->log, $mark) =~ /dqe_oauth fetch for/g) >= 40;
+    sleep 0.05;
+}
+
+my @got = map {
+    my ($st, undef, $h) = $ngx->get("/c41/n$_");
+    my ($ra) = $h =~ /^Retry-After: *(\S+)/mi;
+    "$st " . ($ra // '-');
+} 1 .. 3;
+
+is_deeply(\@got, ['502 1', '502 1', '502 1'],
+          'the 41st set: 502 with Retry-After: 1, three times');
+
+my @room = substr($ngx->log, $mark) =~ /(\[alert\] .*no room in dqe_oauth_zone for [^;]*licence "100041".*)/g;
+is(scalar @room, 1, 'one [alert] for it') or diag(join "\n", @room);
+like($room[0] // '', qr/every entry has a token request in flight\); this worker asks DQE again in 1000 ms; 0 more such since the last line/,
+     'saying why and when it asks again');
+
+mock('/__mock/fault?clear=1');
+$_->() for @later;
+sleep 1.2;
+
+is(($ngx->get('/c41/after'))[0], 200, 'after the backoff, with room: 200');
 
 ok($ngx->stop, 'quit');
 
