@@ -1037,7 +1037,7 @@ ngx_http_dqe_oauth_store(ngx_http_dqe_oauth_fetch_t *fetch)
      * next requests until the refresh point; the set backs off here
      */
 
-    ngx_http_dqe_oauth_l1_keep(cred, &fetch->tk.token, t.refresh_at, log);
+    ngx_http_dqe_oauth_l1_keep(cred, &fetch->tk.token, t.refresh_at);
 
     ngx_http_dqe_oauth_no_room(cred, log, "its token is kept by this worker "
                                "only");

@@ -57,7 +57,7 @@ static ngx_flag_t ngx_http_dqe_oauth_l1_kept(ngx_http_dqe_oauth_cred_t *cred,
 static ngx_int_t ngx_http_dqe_oauth_room_fail(ngx_http_request_t *r,
     ngx_http_dqe_oauth_ctx_t *ctx, ngx_msec_t left);
 static void ngx_http_dqe_oauth_l1_copy(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_http_dqe_oauth_view_t *view, ngx_log_t *log);
+    ngx_http_dqe_oauth_view_t *view);
 static void ngx_http_dqe_oauth_count(ngx_http_dqe_oauth_cred_t *cred,
     ngx_uint_t outcome);
 static void ngx_http_dqe_oauth_flush_handler(ngx_event_t *ev);
@@ -243,7 +243,7 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
     }
 
     if (rc == NGX_OK && ctx == NULL && !view.renew && !view.stale) {
-        ngx_http_dqe_oauth_l1_copy(cred, &view, r->connection->log);
+        ngx_http_dqe_oauth_l1_copy(cred, &view);
         ngx_http_dqe_oauth_count(cred, NGX_HTTP_DQE_OAUTH_HIT);
         return ngx_http_dqe_oauth_set_header(r, &view.token);
     }
@@ -401,7 +401,7 @@ ngx_http_dqe_oauth_l1_kept(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token)
 
 void
 ngx_http_dqe_oauth_l1_keep(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token,
-    uint64_t until, ngx_log_t *log)
+    uint64_t until)
 {
     ngx_http_dqe_oauth_view_t  view;
 
@@ -411,19 +411,31 @@ ngx_http_dqe_oauth_l1_keep(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token,
     view.until = until;
     view.generation = (ngx_atomic_uint_t) -1;   /* the warm path never */
 
-    ngx_http_dqe_oauth_l1_copy(cred, &view, log);
+    ngx_http_dqe_oauth_l1_copy(cred, &view);
 }
 
 
+/*
+ * The copy's buffer, as long as the token, from the cycle's pool: the
+ * configuration the credential set belongs to frees it (0.3.0 took 4k a
+ * set with ngx_alloc() and never freed it)
+ */
+
 static void
 ngx_http_dqe_oauth_l1_copy(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_http_dqe_oauth_view_t *view, ngx_log_t *log)
+    ngx_http_dqe_oauth_view_t *view)
 {
-    if (cred->l1_data == NULL) {
-        cred->l1_data = ngx_alloc(NGX_HTTP_DQE_OAUTH_TOKEN_MAX, log);
-        if (cred->l1_data == NULL) {
+    u_char  *p;
+
+    if (cred->l1_size < view->token.len) {
+        p = ngx_pnalloc(ngx_cycle->pool, view->token.len);
+        if (p == NULL) {
+            cred->l1_valid = 0;
             return;
         }
+
+        cred->l1_data = p;
+        cred->l1_size = view->token.len;
     }
 
     ngx_memcpy(cred->l1_data, view->token.data, view->token.len);
@@ -530,7 +542,7 @@ ngx_http_dqe_oauth_use(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
     rc = ngx_http_dqe_oauth_set_header(r, &view->token);
 
     if (!view->renew && !view->stale && view->until) {
-        ngx_http_dqe_oauth_l1_copy(ctx->cred, view, r->connection->log);
+        ngx_http_dqe_oauth_l1_copy(ctx->cred, view);
     }
 
     if (view->renew

@@ -159,6 +159,7 @@ typedef struct {
      */
     u_char                         *l1_data;
     size_t                          l1_len;
+    size_t                          l1_size;    /* of l1_data */
     ngx_atomic_uint_t               l1_generation;
     uint64_t                        l1_until;
     uint64_t                        l1_copied;  /* the LRU touch, too */
@@ -398,7 +399,7 @@ void ngx_http_dqe_oauth_flush(void);
 ngx_int_t ngx_http_dqe_oauth_add_variables(ngx_conf_t *cf);
 void ngx_http_dqe_oauth_wake(ngx_http_dqe_oauth_cred_t *cred);
 void ngx_http_dqe_oauth_l1_keep(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_str_t *token, uint64_t until, ngx_log_t *log);
+    ngx_str_t *token, uint64_t until);
 
 /* ngx_http_dqe_oauth_headers.c */
 ngx_int_t ngx_http_dqe_oauth_set_header(ngx_http_request_t *r,
