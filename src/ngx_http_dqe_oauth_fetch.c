@@ -1173,14 +1173,9 @@ ngx_http_dqe_oauth_cleanup(void *data)
         return;
     }
 
-    /*
-     * at shutdown, nginx's upstream cleanup has ended the subrequest
-     * first: a reply not read is no failure of DQE's
-     */
+    /* at shutdown, a reply not read is no failure of DQE's */
 
-    if (fetch->shutdown
-        && (!fetch->done || fetch->failure.error != NGX_HTTP_DQE_OAUTH_OK))
-    {
+    if (fetch->shutdown && !fetch->done) {
         fetch->ended = 1;
 
         ngx_log_error(NGX_LOG_WARN, fetch->anchor->connection->log, 0,

@@ -119,6 +119,9 @@ is_deeply(\@got, ['502 1', '502 1', '502 1'],
 
 my @room = substr($ngx->log, $mark) =~ /(\[alert\] .*no room in dqe_oauth_zone for [^;]*licence "100041".*)/g;
 is(scalar @room, 1, 'one [alert] for it') or diag(join "\n", @room);
+my @errors = substr($ngx->log, $mark) =~ /(\[error\] .*no token for [^;]*licence "100041".*)/g;
+is(scalar @errors, 0, 'and no [error] line within the same second')
+    or diag($errors[0]);
 like($room[0] // '', qr/every entry has a token request in flight\); this worker asks DQE again in 1000 ms; 0 more such since the last line/,
      'saying why and when it asks again');
 
