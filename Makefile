@@ -17,7 +17,8 @@
 #                 dynamic and static builds against that nginx source tree
 #                 (or tarball), and the suite against each
 #   make deb      the Debian package libnginx-mod-http-dqe-oauth (build/deb)
-#   make test-deb installs it into the system nginx, uses it, purges it
+#   make test-deb installs it into the system nginx, uses it, purges it;
+#                 upgrades to it from the previous release's package
 #   make deps     install the Debian packages needed (as root)
 
 SHELL      := /bin/bash
@@ -38,7 +39,7 @@ DEPS       := nginx nginx-dev gcc make openssl curl python3 \
               libpcre3-dev libssl-dev zlib1g-dev patch xz-utils \
               nghttp2-client clang libclang-rt-14-dev time valgrind \
               debhelper dpkg-dev python3-prometheus-client prometheus \
-              strace gcc-multilib
+              strace gcc-multilib libcjson-dev
 
 SOURCES    := config $(wildcard src/*.c src/*.h)
 
@@ -140,7 +141,10 @@ deb: deps
 	    || { tail -30 ../build.log; exit 1; }
 	@ls $(DEB)/*.deb
 
+# the previous release's package too (t/deb-previous): test-deb upgrades
+# from it
 test-deb: deb
+	bash t/deb-previous.sh
 	prove -I t/lib t/deb.pl
 
 valgrind: deps $(MODULE)

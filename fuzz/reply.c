@@ -39,6 +39,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
 
+        /* no raw control byte but JSON's whitespace, anywhere */
+
+        for (i = 0; i < size; i++) {
+            if (data[i] < 0x20 && data[i] != ' ' && data[i] != '\t'
+                && data[i] != '\n' && data[i] != '\r')
+            {
+                abort();
+            }
+        }
+
         for (i = 0; i < tk.token.len; i++) {
             if (tk.token.data[i] <= 0x20 || tk.token.data[i] >= 0x7f) {
                 abort();

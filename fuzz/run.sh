@@ -8,21 +8,25 @@
 #   bash fuzz/run.sh [TARGET ...]      (make fuzz FUZZ_SECONDS=N)
 #
 # Our sources are built against nginx's headers and core string and pool
-# code, from Debian's source of nginx (t/nginx-source.sh), configured as
-# for the module (build/objs, made by "make").
+# code, from Debian's source of nginx, configured as for the module
+# (build/objs, made by "make"), and with cJSON from Debian's source (with
+# Debian's patches, as libcjson1 is built), all under the sanitizers
+# (t/debian-source.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-60}
 out=build/fuzz
 ngx=$out/nginx-src
+cjson=$out/cjson-src
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(reply error form)
 
 [ -f build/objs/ngx_auto_config.h ] || {
     echo "fuzz/run.sh: build the module first (make)" >&2; exit 1; }
 
-[ -f "$ngx/src/core/ngx_string.c" ] || bash t/nginx-source.sh "$ngx"
+[ -f "$ngx/src/core/ngx_string.c" ] || bash t/debian-source.sh nginx "$ngx"
+[ -f "$cjson/cJSON.c" ] || bash t/debian-source.sh cjson "$cjson"
 
 inc=()
 for d in core event event/modules os/unix http http/modules http/v2; do
@@ -30,13 +34,18 @@ for d in core event event/modules os/unix http http/modules http/v2; do
 done
 inc+=(-I build/objs -I src)
 
+# <cjson/cJSON.h> from the source, not the system's headers
+mkdir -p "$out/include/cjson"
+cp "$cjson/cJSON.h" "$out/include/cjson/"
+inc+=(-I "$out/include")
+
 cflags=(-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined
         -fno-sanitize-recover=undefined)
 
 mkdir -p "$out/objs" "$out/crashes"
 
 objs=()
-for c in src/ngx_http_dqe_oauth_parse.c src/ngx_http_dqe_oauth_json.c \
+for c in src/ngx_http_dqe_oauth_parse.c "$cjson/cJSON.c" \
          "$ngx/src/core/ngx_string.c" "$ngx/src/core/ngx_palloc.c" \
          "$ngx/src/os/unix/ngx_alloc.c" fuzz/stubs.c; do
     o=$out/objs/$(basename "$c" .c).o

@@ -293,19 +293,6 @@ typedef struct {
 } ngx_http_dqe_oauth_token_t;
 
 
-/* a member of a JSON object, read by ngx_http_dqe_oauth_json.c */
-
-#define NGX_HTTP_DQE_OAUTH_JSON_STRING     1
-#define NGX_HTTP_DQE_OAUTH_JSON_NUMBER     2
-#define NGX_HTTP_DQE_OAUTH_JSON_OTHER      3
-
-typedef struct {
-    ngx_str_t                       name;
-    ngx_str_t                       value;      /* a string, a number */
-    ngx_uint_t                      type;
-} ngx_http_dqe_oauth_json_member_t;
-
-
 /*
  * A list built aside (in a local) put in its place: a list's "last"
  * points at its own first part while it has one part, so a plain copy
@@ -378,9 +365,6 @@ ngx_http_dqe_oauth_endpoint_t *ngx_http_dqe_oauth_add_endpoint(
     ngx_conf_t *cf, ngx_str_t *url);
 ngx_int_t ngx_http_dqe_oauth_init_endpoints(ngx_conf_t *cf);
 
-/* ngx_http_dqe_oauth_json.c */
-ngx_int_t ngx_http_dqe_oauth_json_object(u_char *data, size_t len,
-    ngx_http_dqe_oauth_json_member_t *members, ngx_uint_t *n);
 
 /* ngx_http_dqe_oauth_parse.c */
 ngx_int_t ngx_http_dqe_oauth_form(ngx_pool_t *pool, ngx_keyval_t *fields,

@@ -3,9 +3,16 @@
  * Copyright (C) The ngx_http_dqe_oauth_module authors
  *
  * What is said to DQE and what it answers: the form of a token request;
- * the token JSON, checked field by field before a byte of it can reach a
- * request header; the error bodies, in OAuth2's JSON form or anything
- * else; and what each failure means, for the one log line it gets.
+ * the token JSON, read by cJSON and checked field by field before a byte
+ * of it can reach a request header; the error bodies, in OAuth2's JSON
+ * form or anything else; and what each failure means, for the one log
+ * line it gets.
+ *
+ * cJSON reads the JSON; what it lets through that a hostile reply could
+ * use is checked around it: on the raw bytes before (a "\u0000", which
+ * would end one of its C strings early; control bytes; nesting), on what
+ * follows the object after, and on the fields we use (given once, of the
+ * right type and bytes).
  */
 
 
@@ -13,23 +20,24 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <cjson/cJSON.h>
+
 #include "ngx_http_dqe_oauth_module.h"
 
 
 /* a year: longer lifetimes are taken for a broken reply */
 #define NGX_HTTP_DQE_OAUTH_EXPIRES_MAX  31536000
 
-/* DQE sends 4 members; a reply is read with room for that many */
-#define NGX_HTTP_DQE_OAUTH_MEMBERS      32
+/* objects and arrays in one another, the reply's own object counted */
+#define NGX_HTTP_DQE_OAUTH_JSON_DEPTH   32
 
 
-static ngx_http_dqe_oauth_json_member_t *ngx_http_dqe_oauth_member(
-    ngx_http_dqe_oauth_json_member_t *members, ngx_uint_t n, char *name,
-    ngx_uint_t *count);
-static ngx_int_t ngx_http_dqe_oauth_visible(
-    ngx_http_dqe_oauth_json_member_t *m, ngx_str_t *value);
-static ngx_int_t ngx_http_dqe_oauth_expires(
-    ngx_http_dqe_oauth_json_member_t *m, ngx_uint_t *value);
+static cJSON *ngx_http_dqe_oauth_json(u_char *data, size_t len);
+static ngx_int_t ngx_http_dqe_oauth_prescan(u_char *p, u_char *last);
+static ngx_int_t ngx_http_dqe_oauth_u_escape(u_char *p, u_char *last);
+static cJSON *ngx_http_dqe_oauth_member(cJSON *object, char *name);
+static ngx_int_t ngx_http_dqe_oauth_visible(cJSON *item, ngx_str_t *value);
+static ngx_int_t ngx_http_dqe_oauth_expires(cJSON *item, ngx_uint_t *value);
 static ngx_uint_t ngx_http_dqe_oauth_error_name(u_char *p, size_t len,
     ngx_uint_t text);
 
@@ -107,83 +115,255 @@ ngx_http_dqe_oauth_form(ngx_pool_t *pool, ngx_keyval_t *fields, ngx_uint_t n,
  * a JSON object, or NGX_ERROR with tk->error naming the bad field.  A
  * field given twice is not valid (which one a client would take is not
  * agreed on: none is); the refresh token, which only renewals need, is
- * dropped when it is not valid.  tk's strings point into data, which is
- * overwritten.
+ * dropped when it is not valid.  tk's strings are copied into data
+ * (decoded, a string is never longer than its JSON text).
  */
 
 ngx_int_t
 ngx_http_dqe_oauth_parse_token(u_char *data, size_t len,
     ngx_http_dqe_oauth_token_t *tk)
 {
-    ngx_str_t                          type;
-    ngx_uint_t                         n, count;
-    ngx_http_dqe_oauth_json_member_t  *m;
-    ngx_http_dqe_oauth_json_member_t   members[NGX_HTTP_DQE_OAUTH_MEMBERS];
+    u_char     *p;
+    cJSON      *root;
+    ngx_int_t   rc;
+    ngx_str_t   type;
 
     ngx_memzero(tk, sizeof(ngx_http_dqe_oauth_token_t));
 
-    n = NGX_HTTP_DQE_OAUTH_MEMBERS;
-
-    if (ngx_http_dqe_oauth_json_object(data, len, members, &n) != NGX_OK) {
+    root = ngx_http_dqe_oauth_json(data, len);
+    if (root == NULL) {
         return NGX_DECLINED;
     }
 
-    m = ngx_http_dqe_oauth_member(members, n, "access_token", &count);
+    rc = NGX_ERROR;
 
-    if (count != 1 || ngx_http_dqe_oauth_visible(m, &tk->token) != NGX_OK) {
+    if (ngx_http_dqe_oauth_visible(
+            ngx_http_dqe_oauth_member(root, "access_token"), &tk->token)
+        != NGX_OK)
+    {
         tk->error = NGX_HTTP_DQE_OAUTH_ERR_ACCESS_TOKEN;
-        return NGX_ERROR;
+        goto done;
     }
 
-    m = ngx_http_dqe_oauth_member(members, n, "token_type", &count);
-
-    if (count != 1 || ngx_http_dqe_oauth_visible(m, &type) != NGX_OK
+    if (ngx_http_dqe_oauth_visible(
+            ngx_http_dqe_oauth_member(root, "token_type"), &type)
+        != NGX_OK
         || type.len != sizeof("Bearer") - 1
         || ngx_strncasecmp(type.data, (u_char *) "Bearer", type.len) != 0)
     {
         tk->error = NGX_HTTP_DQE_OAUTH_ERR_TOKEN_TYPE;
-        return NGX_ERROR;
+        goto done;
     }
 
-    m = ngx_http_dqe_oauth_member(members, n, "expires_in", &count);
-
-    if (count != 1 || ngx_http_dqe_oauth_expires(m, &tk->expires_in) != NGX_OK)
+    if (ngx_http_dqe_oauth_expires(
+            ngx_http_dqe_oauth_member(root, "expires_in"), &tk->expires_in)
+        != NGX_OK)
     {
         tk->error = NGX_HTTP_DQE_OAUTH_ERR_EXPIRES_IN;
-        return NGX_ERROR;
+        goto done;
     }
 
-    m = ngx_http_dqe_oauth_member(members, n, "refresh_token", &count);
-
-    if (count != 1 || ngx_http_dqe_oauth_visible(m, &tk->refresh) != NGX_OK) {
+    if (ngx_http_dqe_oauth_visible(
+            ngx_http_dqe_oauth_member(root, "refresh_token"), &tk->refresh)
+        != NGX_OK)
+    {
         ngx_str_null(&tk->refresh);
+    }
+
+    /* out of cJSON's memory, freed below: two members of the reply fit */
+
+    p = ngx_cpymem(data, tk->token.data, tk->token.len);
+    tk->token.data = data;
+
+    if (tk->refresh.len) {
+        ngx_memcpy(p, tk->refresh.data, tk->refresh.len);
+        tk->refresh.data = p;
+    }
+
+    rc = NGX_OK;
+
+done:
+
+    cJSON_Delete(root);
+
+    return rc;
+}
+
+
+/*
+ * The reply as cJSON's object, or NULL: not one JSON object with nothing
+ * but JSON's whitespace after it, or one that the prescan refuses
+ */
+
+static cJSON *
+ngx_http_dqe_oauth_json(u_char *data, size_t len)
+{
+    u_char      *p, *last;
+    cJSON       *root;
+    const char  *end;
+
+    last = data + len;
+
+    if (len == 0 || ngx_http_dqe_oauth_prescan(data, last) != NGX_OK) {
+        return NULL;
+    }
+
+    root = cJSON_ParseWithLengthOpts((const char *) data, len, &end, 0);
+    if (root == NULL) {
+        return NULL;
+    }
+
+    for (p = (u_char *) end; p < last; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            break;
+        }
+    }
+
+    if (p != last || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+
+    return root;
+}
+
+
+/*
+ * What cJSON takes and RFC 8259 does not, where it matters: a "\u0000"
+ * escape, or a "\u" without 4 hex digits, which cJSON reads as U+0000
+ * (its strings end at a NUL: a field would read shorter than its JSON);
+ * a control byte in a string; one outside strings but JSON's
+ * whitespace (cJSON skips any byte up to 0x20).  And the nesting, which
+ * cJSON bounds at 1000, bounded here at 32: what a reply costs.  A
+ * string is known by its quotes and the escapes in it, nothing more: the
+ * rest of the syntax is cJSON's to check.
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_prescan(u_char *p, u_char *last)
+{
+    ngx_uint_t  depth, string;
+
+    depth = 0;
+    string = 0;
+
+    for ( /* void */ ; p < last; p++) {
+
+        if (string) {
+
+            if (*p == '"') {
+                string = 0;
+
+            } else if (*p < 0x20) {
+                return NGX_ERROR;
+
+            } else if (*p == '\\' && last - p > 1) {
+
+                if (p[1] == 'u'
+                    && ngx_http_dqe_oauth_u_escape(p, last) != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                /* the escaped byte: an escaped quote ends no string */
+                p++;
+            }
+
+            continue;
+        }
+
+        switch (*p) {
+
+        case '"':
+            string = 1;
+            break;
+
+        case '{':
+        case '[':
+            if (++depth > NGX_HTTP_DQE_OAUTH_JSON_DEPTH) {
+                return NGX_ERROR;
+            }
+            break;
+
+        case '}':
+        case ']':
+            if (depth) {
+                depth--;
+            }
+            break;
+
+        case ' ':
+        case '\t':
+        case '\n':
+        case '\r':
+            break;
+
+        default:
+            if (*p < 0x20) {
+                return NGX_ERROR;
+            }
+        }
     }
 
     return NGX_OK;
 }
 
 
-/* the member of that name, if any, and how many times it is given */
+/* at "\\u": 4 hex digits follow, not all "0" */
 
-static ngx_http_dqe_oauth_json_member_t *
-ngx_http_dqe_oauth_member(ngx_http_dqe_oauth_json_member_t *members,
-    ngx_uint_t n, char *name, ngx_uint_t *count)
+static ngx_int_t
+ngx_http_dqe_oauth_u_escape(u_char *p, u_char *last)
 {
-    size_t                             len;
-    ngx_uint_t                         i;
-    ngx_http_dqe_oauth_json_member_t  *found;
+    u_char      c;
+    ngx_uint_t  i, code;
 
-    len = ngx_strlen(name);
-    found = NULL;
-    *count = 0;
+    if (last - p < 6) {
+        return NGX_ERROR;
+    }
 
-    for (i = 0; i < n; i++) {
-        if (members[i].name.len == len
-            && ngx_strncmp(members[i].name.data, name, len) == 0)
-        {
-            found = &members[i];
-            (*count)++;
+    code = 0;
+
+    for (i = 2; i < 6; i++) {
+        c = (u_char) (p[i] | 0x20);
+
+        if (p[i] >= '0' && p[i] <= '9') {
+            code = code * 16 + p[i] - '0';
+
+        } else if (c >= 'a' && c <= 'f') {
+            code = code * 16 + c - 'a' + 10;
+
+        } else {
+            return NGX_ERROR;
         }
+    }
+
+    return code ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * The object's member of that name when given once, else NULL (cJSON's
+ * own lookup returns the first of several)
+ */
+
+static cJSON *
+ngx_http_dqe_oauth_member(cJSON *object, char *name)
+{
+    cJSON  *item, *found;
+
+    found = NULL;
+
+    cJSON_ArrayForEach(item, object) {
+
+        if (ngx_strcmp(item->string, name) != 0) {
+            continue;
+        }
+
+        if (found) {
+            return NULL;
+        }
+
+        found = item;
     }
 
     return found;
@@ -193,49 +373,68 @@ ngx_http_dqe_oauth_member(ngx_http_dqe_oauth_json_member_t *members,
 /* a string of 1 to 4096 visible ASCII bytes: nothing that could split a header */
 
 static ngx_int_t
-ngx_http_dqe_oauth_visible(ngx_http_dqe_oauth_json_member_t *m,
-    ngx_str_t *value)
+ngx_http_dqe_oauth_visible(cJSON *item, ngx_str_t *value)
 {
-    size_t  i;
+    u_char  *p;
+    size_t   i, len;
 
-    if (m->type != NGX_HTTP_DQE_OAUTH_JSON_STRING
-        || m->value.len == 0 || m->value.len > NGX_HTTP_DQE_OAUTH_TOKEN_MAX)
-    {
+    if (!cJSON_IsString(item)) {
         return NGX_ERROR;
     }
 
-    for (i = 0; i < m->value.len; i++) {
-        if (m->value.data[i] <= 0x20 || m->value.data[i] >= 0x7f) {
+    /* no NUL in it: the prescan refused "\u0000" */
+
+    p = (u_char *) item->valuestring;
+    len = ngx_strlen(p);
+
+    if (len == 0 || len > NGX_HTTP_DQE_OAUTH_TOKEN_MAX) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (p[i] <= 0x20 || p[i] >= 0x7f) {
             return NGX_ERROR;
         }
     }
 
-    *value = m->value;
+    value->data = p;
+    value->len = len;
 
     return NGX_OK;
 }
 
 
 /*
- * DQE sends a string of seconds; a JSON number is accepted as well; both
- * as digits only: no sign, fraction, exponent or blank
+ * DQE sends a string of seconds: digits only, no sign, blank or fraction.
+ * A JSON number is taken by its value, when whole and in range: cJSON
+ * does not keep its text, so 300, 3e2, 300.0 and 0300 are all 300.
  */
 
 static ngx_int_t
-ngx_http_dqe_oauth_expires(ngx_http_dqe_oauth_json_member_t *m,
-    ngx_uint_t *value)
+ngx_http_dqe_oauth_expires(cJSON *item, ngx_uint_t *value)
 {
-    ngx_int_t  n;
+    u_char     *p;
+    double      d;
+    ngx_int_t   n;
 
-    if (m->type != NGX_HTTP_DQE_OAUTH_JSON_STRING
-        && m->type != NGX_HTTP_DQE_OAUTH_JSON_NUMBER)
-    {
+    if (cJSON_IsString(item)) {
+
+        /* ngx_atoi() takes digits only, and says when they overflow */
+
+        p = (u_char *) item->valuestring;
+        n = ngx_atoi(p, ngx_strlen(p));
+
+    } else if (cJSON_IsNumber(item)) {
+
+        /* compared as a double first: no cast of a value out of range */
+
+        d = item->valuedouble;
+        n = (d >= 1 && d <= NGX_HTTP_DQE_OAUTH_EXPIRES_MAX
+             && d == (double) (ngx_int_t) d) ? (ngx_int_t) d : NGX_ERROR;
+
+    } else {
         return NGX_ERROR;
     }
-
-    /* ngx_atoi() takes digits only, and says when they overflow */
-
-    n = ngx_atoi(m->value.data, m->value.len);
 
     if (n < 1 || n > NGX_HTTP_DQE_OAUTH_EXPIRES_MAX) {
         return NGX_ERROR;
@@ -250,18 +449,15 @@ ngx_http_dqe_oauth_expires(ngx_http_dqe_oauth_json_member_t *m,
 /*
  * Works out which OAuth2 error an error reply names: {"error":"..."}
  * first, then the phrase anywhere in a text or HTML body ("Invalid
- * Client").  data is overwritten.
+ * Client").
  */
 
 ngx_uint_t
 ngx_http_dqe_oauth_parse_error(u_char *data, size_t len)
 {
-    u_char                            *p, *last;
-    ngx_uint_t                         n, count, text;
-    ngx_http_dqe_oauth_json_member_t  *m;
-    ngx_http_dqe_oauth_json_member_t   members[NGX_HTTP_DQE_OAUTH_MEMBERS];
-
-    /* the text first: reading the JSON overwrites it */
+    u_char      *p, *last;
+    cJSON       *root, *item;
+    ngx_uint_t   n, text;
 
     text = NGX_HTTP_DQE_OAUTH_OK;
     last = data + len;
@@ -275,19 +471,23 @@ ngx_http_dqe_oauth_parse_error(u_char *data, size_t len)
         }
     }
 
-    n = NGX_HTTP_DQE_OAUTH_MEMBERS;
+    root = ngx_http_dqe_oauth_json(data, len);
+    if (root == NULL) {
+        return text;
+    }
 
-    if (ngx_http_dqe_oauth_json_object(data, len, members, &n) == NGX_OK) {
-        m = ngx_http_dqe_oauth_member(members, n, "error", &count);
+    item = ngx_http_dqe_oauth_member(root, "error");
 
-        if (count == 1 && m->type == NGX_HTTP_DQE_OAUTH_JSON_STRING) {
-            n = ngx_http_dqe_oauth_error_name(m->value.data, m->value.len, 0);
+    if (cJSON_IsString(item)) {
+        p = (u_char *) item->valuestring;
+        n = ngx_http_dqe_oauth_error_name(p, ngx_strlen(p), 0);
 
-            if (n != NGX_HTTP_DQE_OAUTH_OK) {
-                return n;
-            }
+        if (n != NGX_HTTP_DQE_OAUTH_OK) {
+            text = n;
         }
     }
+
+    cJSON_Delete(root);
 
     return text;
 }

@@ -1,7 +1,9 @@
-# Token replies are read strictly: exactly one JSON object, nothing after
-# it, no NUL or control byte in a field (a "\u0000" is not where a field
-# ends), a field given twice is not valid, escapes decoded with their
-# lengths.  Each case: a reply from the mock, the status the client gets
+# Token replies are read by cJSON and checked around it: exactly one JSON
+# object, nothing after it, no "\u0000" anywhere (cJSON's strings would
+# end there) and no control byte in a string or outside one but JSON's
+# whitespace, nesting up to 32, a field given twice not valid, escapes
+# decoded.  What cJSON takes that RFC 8259 does not, and that is
+# harmless, is shown taken (numbers by their value).  Each case: a reply from the mock, the status the client gets
 # and the cause in the error line; for the good ones, the token the
 # upstream gets.
 #
@@ -22,13 +24,39 @@ my $tail = '"token_type":"Bearer","expires_in":"300"}';
 my @cases = (
     # reply body, cause in the error line (or the token the upstream gets)
     [ '{"access_token":"tokA\u0000tokB",' . $tail,
-      'no valid "access_token"', 'a NUL inside the token' ],
+      'is not a JSON object', 'a NUL inside the token' ],
     [ '{"access_token":"tokA","token_type":"Bearer\u0000MAC",'
       . '"expires_in":"300"}',
-      'no valid "token_type"', 'a NUL inside the type' ],
+      'is not a JSON object', 'a NUL inside the type' ],
     [ '{"access_token":"tokA","token_type":"Bearer",'
       . '"expires_in":"300\u0000abc"}',
-      'no valid "expires_in"', 'a NUL inside expires_in' ],
+      'is not a JSON object', 'a NUL inside expires_in' ],
+    [ '{"x":"a\u0000","access_token":"tokA",' . $tail,
+      'is not a JSON object', 'a NUL in a member we do not use' ],
+    [ "{\"access_token\":\"tok\tA\"," . $tail,
+      'is not a JSON object', 'a raw tab in a string' ],
+    [ "\f{\"access_token\":\"tokA\"," . $tail,
+      'is not a JSON object', 'a form feed before the object' ],
+    [ "{\"access_token\":\"tokA\",\x0b" . $tail,
+      'is not a JSON object', 'a vertical tab between members' ],
+    [ "{\"access_token\":\"tokA\"," . $tail . "\x00",
+      'is not a JSON object', 'a NUL byte after the object' ],
+    [ '[{"access_token":"tokA",' . $tail . ']',
+      'is not a JSON object', 'an array holding the object' ],
+    [ '{"access_token":"TK\x",' . $tail,
+      'is not a JSON object', 'an escape \x' ],
+    [ '{"access_token":"TK\u00g1",' . $tail,
+      'is not a JSON object', 'a \u with a digit that is not hex' ],
+    [ '{"access_token":"TK\U0041",' . $tail,
+      'is not a JSON object', 'a \U (JSON knows \u only)' ],
+    [ '{"x":' . ('[' x 31) . (']' x 31) . ',"access_token":"TKd",' . $tail,
+      '=Bearer TKd', 'nesting 32 deep, the object counted' ],
+    [ '{"x":' . ('[' x 32) . (']' x 32) . ',"access_token":"TKd",' . $tail,
+      'is not a JSON object', 'nesting 33 deep' ],
+    [ '{"x":"\"' . ('[' x 40) . '","access_token":"TKq",' . $tail,
+      '=Bearer TKq', 'an escaped quote, then brackets, in a string' ],
+    [ '{"access_token":"TK\\\\u0000",' . $tail,
+      '=Bearer TK\\u0000', 'an escaped backslash before u0000: no NUL' ],
     [ '{"access_token":"tokA",' . $tail . '<html>',
       'is not a JSON object', 'bytes after the object' ],
     [ '{"access_token":"tokA",' . $tail . '{"access_token":"x"}',
@@ -43,8 +71,24 @@ my @cases = (
       'is not a JSON object', 'a raw control byte in a string' ],
     [ '{"access_token":"tokA",' . $tail =~ s/\}$/,}/r,
       'is not a JSON object', 'a trailing comma' ],
-    [ '{"access_token":"tokA","token_type":"Bearer","expires_in":3e2}',
-      'no valid "expires_in"', 'expires_in with an exponent' ],
+    [ '{"access_token":"TKe","token_type":"Bearer","expires_in":3e2}',
+      '=Bearer TKe', 'expires_in 3e2, a number of value 300' ],
+    [ '{"access_token":"TKf","token_type":"Bearer","expires_in":300.0}',
+      '=Bearer TKf', 'expires_in 300.0, a number of value 300' ],
+    [ '{"access_token":"tokA","token_type":"Bearer","expires_in":300.5}',
+      'no valid "expires_in"', 'expires_in 300.5, not whole' ],
+    [ '{"access_token":"tokA","token_type":"Bearer","expires_in":1e400}',
+      'no valid "expires_in"', 'expires_in 1e400, out of range' ],
+    [ '{"access_token":"tokA","token_type":"Bearer","expires_in":31536001}',
+      'no valid "expires_in"', 'expires_in over a year' ],
+    [ '{"access_token":"TKy","token_type":"Bearer","expires_in":31536000}',
+      '=Bearer TKy', 'expires_in a year' ],
+    [ '{"access_token":"tokA","token_type":"Bearer","expires_in":"300.0"}',
+      'no valid "expires_in"', 'expires_in "300.0", a string not of digits' ],
+    [ '{"access_token":"tokA","token_type":"Bearer","expires_in":true}',
+      'no valid "expires_in"', 'expires_in true' ],
+    [ '{"access_token":300,"token_type":"Bearer","expires_in":"300"}',
+      'no valid "access_token"', 'a token that is a number' ],
     [ '{"access_token":"tokA","token_type":"Bearer","expires_in":"+300"}',
       'no valid "expires_in"', 'expires_in with a sign' ],
     [ '{"access_token":"tokA","token_type":"Bearer",'
@@ -65,8 +109,8 @@ my @cases = (
       'is not a JSON object', 'objects nested 40 deep' ],
     [ '{"access_token":"TK\qa",' . $tail,
       'is not a JSON object', 'an unknown escape' ],
-    [ '{"access_token":"TKa","token_type":"Bearer","expires_in":0300}',
-      'is not a JSON object', 'a number with a leading zero' ],
+    [ '{"access_token":"TKz","token_type":"Bearer","expires_in":0300}',
+      '=Bearer TKz', 'a number with a leading zero, cJSON\'s 300' ],
     [ '{"access_token":"TK\u0041\/x",' . $tail,
       '=Bearer TKA/x', 'escapes decoded' ],
     [ '{"x":{"y":[1,2.5e-3,true,null,"\ud83d\ude00"]},"access_token":"TKn",'

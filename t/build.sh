@@ -9,10 +9,10 @@
 #                                   OUT/ngx_http_dqe_oauth_module.so
 #
 # SRC: an nginx source directory or release tarball.  Without it, Debian's
-# own source of the installed nginx (t/nginx-source.sh).  Configure flags: the
-# tree's Debian conf_flags if it has them, else Debian's nginx-dev ones
-# (/usr/share/nginx/src/conf_flags), else a minimal set; CC_OPT adds
-# compiler flags.
+# own source of the installed nginx (t/debian-source.sh).  Configure
+# flags: the tree's Debian conf_flags if it has them, else Debian's
+# nginx-dev ones (/usr/share/nginx/src/conf_flags), else a minimal set;
+# CC_OPT adds compiler flags.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,7 +36,7 @@ work=$out/src
 rm -rf "$work"
 
 if [ -z "$src" ]; then
-    bash "$top/t/nginx-source.sh" "$work"
+    bash "$top/t/debian-source.sh" nginx "$work"
 
 elif [ -d "$src" ]; then
     cp -r "$src" "$work"

@@ -1,35 +1,37 @@
 #!/bin/bash
-# Debian's own source of nginx, unpacked into DIR: "apt-get source
-# --download-only nginx" (needs a deb-src entry in apt's sources: see
-# .ci/run), the upstream tarball with Debian's patches applied when their
-# tarball is there.  The downloads are kept in build/debian-source.
+# Debian's own source of a package (nginx, cjson), unpacked into DIR:
+# "apt-get source --download-only PACKAGE" (needs a deb-src entry in apt's
+# sources: see .ci/deb-src.sh), the upstream tarball with Debian's
+# patches applied when their tarball is there.  The downloads are kept in
+# build/debian-source.
 #
-#   t/nginx-source.sh DIR
+#   t/debian-source.sh PACKAGE DIR
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:?usage: t/nginx-source.sh DIR}
+pkg=${1:?usage: t/debian-source.sh PACKAGE DIR}
+work=${2:?usage: t/debian-source.sh PACKAGE DIR}
 dl=$top/build/debian-source
 
 mkdir -p "$dl"
 
-if ! ls "$dl"/nginx_*.debian.tar.xz >/dev/null 2>&1; then
+if ! ls "$dl"/${pkg}_*.debian.tar.xz >/dev/null 2>&1; then
     # the newest version's files may be missing from a mirror (seen: a
     # security update's); the first version whose files all come wins,
     # the upstream tarball alone will do
-    for v in $(apt-cache showsrc nginx 2>/dev/null \
+    for v in $(apt-cache showsrc "$pkg" 2>/dev/null \
                | awk '/^Version:/ { print $2 }' | sort -rV); do
-        (cd "$dl" && apt-get source -qq --download-only "nginx=$v") \
+        (cd "$dl" && apt-get source -qq --download-only "$pkg=$v") \
             >/dev/null 2>&1 && break
         rm -f "$dl"/*.dsc "$dl"/*.debian.tar.xz
     done
 fi
 
-orig=$(ls "$dl"/nginx_*.orig.tar.gz 2>/dev/null | tail -1 || true)
+orig=$(ls "$dl"/${pkg}_*.orig.tar.gz 2>/dev/null | tail -1 || true)
 
 if [ -z "$orig" ]; then
-    echo "t/nginx-source.sh: no nginx source: add a deb-src entry to apt's" \
-         "sources (see .ci/run) and run apt-get update" >&2
+    echo "t/debian-source.sh: no $pkg source: add a deb-src entry to apt's" \
+         "sources (bash .ci/deb-src.sh) and run apt-get update" >&2
     exit 1
 fi
 
@@ -37,7 +39,7 @@ rm -rf "$work"
 mkdir -p "$work"
 tar xzf "$orig" -C "$work" --strip-components=1
 
-deb=$(ls "$dl"/nginx_*.debian.tar.xz 2>/dev/null | tail -1 || true)
+deb=$(ls "$dl"/${pkg}_*.debian.tar.xz 2>/dev/null | tail -1 || true)
 
 if [ -n "$deb" ]; then
     tar xJf "$deb" -C "$work"
