@@ -107,7 +107,10 @@ CHECK      := $(BUILD)/check
 # not run (t/unit/time.c runs the time arithmetic with -m32)
 M32        := $(BUILD)/m32
 
-check-m32: deps
+# cJSON for i386 (Multi-Arch: same) beside the native one, as root
+M32_CJSON  := /usr/lib/i386-linux-gnu/libcjson.so
+
+check-m32: deps $(M32_CJSON)
 	rm -rf $(M32) && mkdir -p $(M32)
 	cp -r $(NGINX_SRC) $(M32)/src
 	cd $(M32)/src && ./configure --with-cc-opt="-m32 -Werror" \
@@ -117,6 +120,15 @@ check-m32: deps
 	$(MAKE) -C $(M32)/src -f $(M32)/objs/Makefile modules >/dev/null
 	@readelf -h $(M32)/objs/ngx_http_dqe_oauth_module.so | grep -q ELF32 \
 	    && echo "built $(M32)/objs/ngx_http_dqe_oauth_module.so (ELF32)"
+
+$(M32_CJSON):
+	@test "$$(id -u)" = 0 || { echo "as root: dpkg --add-architecture" \
+	    "i386 && apt-get update && apt-get install libcjson-dev:i386"; \
+	    exit 1; }
+	dpkg --add-architecture i386
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends libcjson-dev:i386 >/dev/null
 
 check-build: deps
 	@test -n "$(NGINX_SOURCE)" || { echo "give NGINX_SOURCE=dir"; exit 1; }

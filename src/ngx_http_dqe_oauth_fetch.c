@@ -61,6 +61,24 @@ typedef struct {
 } ngx_http_dqe_oauth_fetch_t;
 
 
+/*
+ * The anchor's connection data: nginx's per-connection part of a request,
+ * which the module allocates for the anchor, and the fetch.  Every
+ * request on the anchor (the anchor, its subrequest) reaches the fetch
+ * through r->http_connection, so that the module's ctx slot holds one
+ * type: a client request's wait context.
+ */
+
+typedef struct {
+    ngx_http_connection_t           hc;         /* first: r->http_connection */
+    ngx_http_dqe_oauth_fetch_t     *fetch;
+} ngx_http_dqe_oauth_anchor_t;
+
+
+#define ngx_http_dqe_oauth_anchor_fetch(r)                                    \
+    (((ngx_http_dqe_oauth_anchor_t *) (r)->http_connection)->fetch)
+
+
 static ngx_http_dqe_oauth_fetch_t *ngx_http_dqe_oauth_anchor(
     ngx_http_dqe_oauth_cred_t *cred, ngx_http_dqe_oauth_claim_t *claim,
     ngx_uint_t why);
@@ -251,7 +269,7 @@ ngx_http_dqe_oauth_anchor(ngx_http_dqe_oauth_cred_t *cred,
     cln->handler = ngx_http_dqe_oauth_cleanup;
     cln->data = fetch;
 
-    ngx_http_set_ctx(r, fetch, ngx_http_dqe_oauth_module);
+    ngx_http_dqe_oauth_anchor_fetch(r) = fetch;
 
     if (ngx_http_dqe_oauth_refresh_body(fetch, claim) != NGX_OK) {
         fetch->ended = 1;
@@ -380,7 +398,7 @@ ngx_http_dqe_oauth_anchor_shutdown(ngx_event_t *rev)
     /* c->data: the request running on the anchor, maybe the subrequest */
 
     r = ((ngx_http_request_t *) c->data)->main;
-    fetch = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
+    fetch = ngx_http_dqe_oauth_anchor_fetch(r);
 
     if (fetch) {
         fetch->shutdown = 1;
@@ -397,16 +415,16 @@ static ngx_http_request_t *
 ngx_http_dqe_oauth_anchor_request(ngx_connection_t *c,
     ngx_http_dqe_oauth_endpoint_t *ep)
 {
-    ngx_http_request_t     *r;
-    ngx_http_connection_t  *hc;
+    ngx_http_request_t           *r;
+    ngx_http_dqe_oauth_anchor_t  *anchor;
 
-    hc = ngx_pcalloc(c->pool, sizeof(ngx_http_connection_t));
-    if (hc == NULL) {
+    anchor = ngx_pcalloc(c->pool, sizeof(ngx_http_dqe_oauth_anchor_t));
+    if (anchor == NULL) {
         return NULL;
     }
 
-    hc->conf_ctx = ep->ctx;
-    c->data = hc;
+    anchor->hc.conf_ctx = ep->ctx;
+    c->data = &anchor->hc;
 
     r = ngx_http_create_request(c);
     if (r == NULL) {
@@ -504,7 +522,7 @@ ngx_http_dqe_oauth_log_error(ngx_log_t *log, u_char *buf, size_t len)
         return p;
     }
 
-    fetch = ngx_http_get_module_ctx(ctx->request, ngx_http_dqe_oauth_module);
+    fetch = ngx_http_dqe_oauth_anchor_fetch(ctx->request);
 
     if (fetch) {
         p = ngx_snprintf(buf, len, ", dqe_oauth token request for %V",
@@ -938,7 +956,7 @@ ngx_http_dqe_oauth_next(ngx_http_request_t *r)
     u_char                      *p, buf[NGX_MAX_ERROR_STR];
     ngx_http_dqe_oauth_fetch_t  *fetch;
 
-    fetch = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
+    fetch = ngx_http_dqe_oauth_anchor_fetch(r);
 
     if (!fetch->done || r->postponed) {
         return;

@@ -9,9 +9,9 @@
  * status when no token can be had.  Fetches themselves belong to the
  * cache entry (ngx_http_dqe_oauth_fetch.c): a request never runs one.
  *
- * The warm path reads this worker's copy of the token (the L1, in the
- * credential set), checked against the zone's generation: no lock, no
- * shared write.  It goes to the zone once the copy is a second old (to
+ * The warm path reads this worker's copy of the token (the L1, kept by
+ * ngx_http_dqe_oauth_worker.c), checked against the zone's generation:
+ * no lock, no shared write.  It goes to the zone once the copy is a second old (to
  * keep the entry's LRU place) or past its "until".  Request counts are
  * kept per worker and added to the zone at most 100 ms later.
  */
@@ -39,25 +39,17 @@ typedef struct {
 
     ngx_uint_t                      since;      /* see zone_get */
     ngx_msec_t                      delay;
-    ngx_event_t                     wait;
-    ngx_queue_t                     queue;      /* in cred->waiters */
+    ngx_http_dqe_oauth_waiter_t     waiter;
 
     unsigned                        waiting:1;  /* since is set */
-    unsigned                        queued:1;
     unsigned                        started:1;  /* it asked for the fetch */
     unsigned                        done:1;     /* outcome is set */
 } ngx_http_dqe_oauth_ctx_t;
 
 
 static ngx_int_t ngx_http_dqe_oauth_handler(ngx_http_request_t *r);
-static ngx_flag_t ngx_http_dqe_oauth_l1(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_str_t *token);
-static ngx_flag_t ngx_http_dqe_oauth_l1_kept(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_str_t *token);
 static ngx_int_t ngx_http_dqe_oauth_room_fail(ngx_http_request_t *r,
     ngx_http_dqe_oauth_ctx_t *ctx, ngx_msec_t left);
-static void ngx_http_dqe_oauth_l1_copy(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_http_dqe_oauth_view_t *view);
 static void ngx_http_dqe_oauth_count(ngx_http_dqe_oauth_cred_t *cred,
     ngx_uint_t outcome);
 static void ngx_http_dqe_oauth_flush_handler(ngx_event_t *ev);
@@ -205,7 +197,7 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
             return NGX_DECLINED;
         }
 
-        if (ctx->wait.timer_set || ctx->wait.posted) {
+        if (ctx->waiter.event.timer_set || ctx->waiter.event.posted) {
             /* woken by something else */
             return NGX_AGAIN;
         }
@@ -332,119 +324,13 @@ ngx_http_dqe_oauth_create_ctx(ngx_http_request_t *r,
     ctx->request = r;
     ctx->cred = cred;
 
-    ctx->wait.handler = ngx_http_dqe_oauth_wait_handler;
-    ctx->wait.data = ctx;
-    ctx->wait.log = r->connection->log;
+    ctx->waiter.event.handler = ngx_http_dqe_oauth_wait_handler;
+    ctx->waiter.event.data = ctx;
+    ctx->waiter.event.log = r->connection->log;
 
     ngx_http_set_ctx(r, ctx, ngx_http_dqe_oauth_module);
 
     return ctx;
-}
-
-
-/*
- * This worker's copy of the token, if it still holds: the zone has not
- * changed since it was made, it is not past its "until" (the refresh
- * point, see zone_get), and it is less than a second old, so that the
- * entry keeps its place in the zone's LRU.  A stale token is never
- * copied: the zone's path tells it apart.
- */
-
-static ngx_flag_t
-ngx_http_dqe_oauth_l1(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token)
-{
-    uint64_t  now;
-
-    now = ngx_http_dqe_oauth_now();
-
-    if (!cred->l1_valid
-        || cred->l1_generation
-           != ngx_http_dqe_oauth_zone_generation(cred->zone)
-        || !ngx_http_dqe_oauth_after(cred->l1_until, now)
-        || now - cred->l1_copied >= 1000)
-    {
-        return 0;
-    }
-
-    token->data = cred->l1_data;
-    token->len = cred->l1_len;
-
-    return 1;
-}
-
-
-/*
- * This worker's copy of a token the zone no longer holds (evicted, or
- * never stored for lack of room), until its "until": it is this worker's
- * alone, so no generation can tell whether it still holds; a 401 for it
- * drops it (the header filter)
- */
-
-static ngx_flag_t
-ngx_http_dqe_oauth_l1_kept(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token)
-{
-    if (!cred->l1_valid
-        || !ngx_http_dqe_oauth_after(cred->l1_until,
-                                     ngx_http_dqe_oauth_now()))
-    {
-        return 0;
-    }
-
-    token->data = cred->l1_data;
-    token->len = cred->l1_len;
-
-    return 1;
-}
-
-
-/* a token this worker fetched and the zone could not store */
-
-void
-ngx_http_dqe_oauth_l1_keep(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token,
-    uint64_t until)
-{
-    ngx_http_dqe_oauth_view_t  view;
-
-    ngx_memzero(&view, sizeof(ngx_http_dqe_oauth_view_t));
-
-    view.token = *token;
-    view.until = until;
-    view.generation = (ngx_atomic_uint_t) -1;   /* the warm path never */
-
-    ngx_http_dqe_oauth_l1_copy(cred, &view);
-}
-
-
-/*
- * The copy's buffer, as long as the token, from the cycle's pool: the
- * configuration the credential set belongs to frees it (0.3.0 took 4k a
- * set with ngx_alloc() and never freed it)
- */
-
-static void
-ngx_http_dqe_oauth_l1_copy(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_http_dqe_oauth_view_t *view)
-{
-    u_char  *p;
-
-    if (cred->l1_size < view->token.len) {
-        p = ngx_pnalloc(ngx_cycle->pool, view->token.len);
-        if (p == NULL) {
-            cred->l1_valid = 0;
-            return;
-        }
-
-        cred->l1_data = p;
-        cred->l1_size = view->token.len;
-    }
-
-    ngx_memcpy(cred->l1_data, view->token.data, view->token.len);
-
-    cred->l1_len = view->token.len;
-    cred->l1_generation = view->generation;
-    cred->l1_until = view->until;
-    cred->l1_copied = ngx_http_dqe_oauth_now();
-    cred->l1_valid = 1;
 }
 
 
@@ -503,18 +389,7 @@ ngx_http_dqe_oauth_cleanup(void *data)
 {
     ngx_http_dqe_oauth_ctx_t  *ctx = data;
 
-    if (ctx->wait.timer_set) {
-        ngx_del_timer(&ctx->wait);
-    }
-
-    if (ctx->wait.posted) {
-        ngx_delete_posted_event(&ctx->wait);
-    }
-
-    if (ctx->queued) {
-        ngx_queue_remove(&ctx->queue);
-        ctx->queued = 0;
-    }
+    ngx_http_dqe_oauth_wait_done(&ctx->waiter);
 }
 
 
@@ -569,12 +444,7 @@ ngx_http_dqe_oauth_wait(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
         ctx->delay = ngx_min(ctx->delay * 2, NGX_HTTP_DQE_OAUTH_WAIT_MAX);
     }
 
-    ngx_add_timer(&ctx->wait, ctx->delay);
-
-    if (!ctx->queued) {
-        ngx_queue_insert_tail(&ctx->cred->waiters, &ctx->queue);
-        ctx->queued = 1;
-    }
+    ngx_http_dqe_oauth_wait_for(ctx->cred, &ctx->waiter, ctx->delay);
 
     if (r == r->main) {
         /* a client that leaves while waiting ends its request */
@@ -589,30 +459,6 @@ ngx_http_dqe_oauth_wait(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx)
 }
 
 
-/* a fetch of this worker ended: its waiters look at the cache at once */
-
-void
-ngx_http_dqe_oauth_wake(ngx_http_dqe_oauth_cred_t *cred)
-{
-    ngx_queue_t               *q;
-    ngx_http_dqe_oauth_ctx_t  *ctx;
-
-    while (!ngx_queue_empty(&cred->waiters)) {
-        q = ngx_queue_head(&cred->waiters);
-        ctx = ngx_queue_data(q, ngx_http_dqe_oauth_ctx_t, queue);
-
-        ngx_queue_remove(q);
-        ctx->queued = 0;
-
-        if (ctx->wait.timer_set) {
-            ngx_del_timer(&ctx->wait);
-        }
-
-        ngx_post_event(&ctx->wait, &ngx_posted_events);
-    }
-}
-
-
 static void
 ngx_http_dqe_oauth_wait_handler(ngx_event_t *ev)
 {
@@ -624,10 +470,7 @@ ngx_http_dqe_oauth_wait_handler(ngx_event_t *ev)
     r = ctx->request;
     c = r->connection;
 
-    if (ctx->queued) {
-        ngx_queue_remove(&ctx->queue);
-        ctx->queued = 0;
-    }
+    ngx_http_dqe_oauth_wait_done(&ctx->waiter);
 
     ngx_http_set_log_request(c->log, r);
 

@@ -15,7 +15,7 @@
 #include "ngx_http_dqe_oauth_time.h"
 
 
-#define NGX_HTTP_DQE_OAUTH_VERSION         "0.3.1"
+#define NGX_HTTP_DQE_OAUTH_VERSION         "0.3.2"
 #define NGX_HTTP_DQE_OAUTH_VER             "ngx_http_dqe_oauth_module/" \
                                            NGX_HTTP_DQE_OAUTH_VERSION
 
@@ -283,6 +283,19 @@ typedef struct {
 } ngx_http_dqe_oauth_zone_stats_t;
 
 
+/*
+ * A request waiting for a credential set's token, in the set's waiters
+ * (ngx_http_dqe_oauth_worker.c): its event is posted when a fetch of this
+ * worker ends, or fires when the wait times out
+ */
+
+typedef struct {
+    ngx_event_t                     event;
+    ngx_queue_t                     queue;
+    unsigned                        queued:1;
+} ngx_http_dqe_oauth_waiter_t;
+
+
 /* what a token reply carried */
 
 typedef struct {
@@ -381,9 +394,20 @@ ngx_int_t ngx_http_dqe_oauth_handler_init(ngx_conf_t *cf);
 void ngx_http_dqe_oauth_handler_init_process(ngx_cycle_t *cycle);
 void ngx_http_dqe_oauth_flush(void);
 ngx_int_t ngx_http_dqe_oauth_add_variables(ngx_conf_t *cf);
-void ngx_http_dqe_oauth_wake(ngx_http_dqe_oauth_cred_t *cred);
+
+/* ngx_http_dqe_oauth_worker.c */
+ngx_flag_t ngx_http_dqe_oauth_l1(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_str_t *token);
+ngx_flag_t ngx_http_dqe_oauth_l1_kept(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_str_t *token);
 void ngx_http_dqe_oauth_l1_keep(ngx_http_dqe_oauth_cred_t *cred,
     ngx_str_t *token, uint64_t until);
+void ngx_http_dqe_oauth_l1_copy(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_view_t *view);
+void ngx_http_dqe_oauth_wait_for(ngx_http_dqe_oauth_cred_t *cred,
+    ngx_http_dqe_oauth_waiter_t *w, ngx_msec_t delay);
+void ngx_http_dqe_oauth_wait_done(ngx_http_dqe_oauth_waiter_t *w);
+void ngx_http_dqe_oauth_wake(ngx_http_dqe_oauth_cred_t *cred);
 
 /* ngx_http_dqe_oauth_headers.c */
 ngx_int_t ngx_http_dqe_oauth_set_header(ngx_http_request_t *r,
