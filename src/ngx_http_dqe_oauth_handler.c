@@ -44,6 +44,7 @@ typedef struct {
     unsigned                        waiting:1;  /* since is set */
     unsigned                        started:1;  /* it asked for the fetch */
     unsigned                        done:1;     /* outcome is set */
+    unsigned                        retried:1;  /* sent again after a 401 */
 } ngx_http_dqe_oauth_ctx_t;
 
 
@@ -66,6 +67,12 @@ static ngx_int_t ngx_http_dqe_oauth_fail(ngx_http_request_t *r,
 static ngx_int_t ngx_http_dqe_oauth_retry_after(ngx_http_request_t *r,
     ngx_msec_t left);
 static ngx_int_t ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r);
+static ngx_flag_t ngx_http_dqe_oauth_fresh(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_loc_conf_t *conf);
+static ngx_flag_t ngx_http_dqe_oauth_can_retry(ngx_http_request_t *r);
+static ngx_int_t ngx_http_dqe_oauth_retry(ngx_http_request_t *r,
+    ngx_http_dqe_oauth_ctx_t *ctx, ngx_http_dqe_oauth_cred_t *cred);
+static void ngx_http_dqe_oauth_retry_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dqe_oauth_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -73,6 +80,9 @@ static ngx_int_t ngx_http_dqe_oauth_status_variable(ngx_http_request_t *r,
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 static ngx_event_t  ngx_http_dqe_oauth_flush_event;
+
+/* the phase engine's index of the handler: where a retry starts again */
+static ngx_int_t    ngx_http_dqe_oauth_phase = -1;
 
 
 /* by ngx_http_dqe_oauth_outcome_e */
@@ -83,7 +93,8 @@ static ngx_str_t  ngx_http_dqe_oauth_outcomes[] = {
     ngx_string("WAIT"),
     ngx_string("RENEW"),
     ngx_string("STALE"),
-    ngx_string("ERROR")
+    ngx_string("ERROR"),
+    ngx_string("RETRY")
 };
 
 
@@ -152,6 +163,23 @@ ngx_http_dqe_oauth_handler_init(ngx_conf_t *cf)
 void
 ngx_http_dqe_oauth_handler_init_process(ngx_cycle_t *cycle)
 {
+    ngx_int_t                   n;
+    ngx_http_phase_handler_t   *ph;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module);
+
+    if (cmcf) {
+        ph = cmcf->phase_engine.handlers;
+
+        for (n = 0; ph[n].checker; n++) {
+            if (ph[n].handler == ngx_http_dqe_oauth_handler) {
+                ngx_http_dqe_oauth_phase = n;
+                break;
+            }
+        }
+    }
+
     /* data: anything readable, for the timer's debug line */
     ngx_http_dqe_oauth_flush_event.data = cycle;
     ngx_http_dqe_oauth_flush_event.handler = ngx_http_dqe_oauth_flush_handler;
@@ -224,7 +252,8 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
     {
         if (ctx) {
             ctx->done = 1;
-            ctx->outcome = !ctx->waiting ? NGX_HTTP_DQE_OAUTH_HIT
+            ctx->outcome = ctx->retried ? NGX_HTTP_DQE_OAUTH_RETRY
+                           : !ctx->waiting ? NGX_HTTP_DQE_OAUTH_HIT
                            : ctx->started ? NGX_HTTP_DQE_OAUTH_MISS
                                           : NGX_HTTP_DQE_OAUTH_WAIT;
         }
@@ -428,6 +457,10 @@ ngx_http_dqe_oauth_use(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
         ctx->outcome = NGX_HTTP_DQE_OAUTH_RENEWED;
     }
 
+    if (ctx->retried) {
+        ctx->outcome = NGX_HTTP_DQE_OAUTH_RETRY;
+    }
+
     ngx_http_dqe_oauth_count(ctx->cred, ctx->outcome);
 
     return rc;
@@ -497,9 +530,10 @@ ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
     ctx->done = 1;
-    ctx->outcome = NGX_HTTP_DQE_OAUTH_ERROR;
+    ctx->outcome = ctx->retried ? NGX_HTTP_DQE_OAUTH_RETRY
+                                : NGX_HTTP_DQE_OAUTH_ERROR;
 
-    ngx_http_dqe_oauth_count(ctx->cred, NGX_HTTP_DQE_OAUTH_ERROR);
+    ngx_http_dqe_oauth_count(ctx->cred, ctx->outcome);
 
     last = buf + sizeof(buf);
 
@@ -595,8 +629,12 @@ ngx_http_dqe_oauth_retry_after(ngx_http_request_t *r, ngx_msec_t left)
 static ngx_int_t
 ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
 {
+    ngx_int_t                       rc;
     ngx_str_t                       token;
+    ngx_flag_t                      retry;
     ngx_table_elt_t                *h;
+    ngx_http_dqe_oauth_ctx_t       *ctx;
+    ngx_http_dqe_oauth_cred_t      *cred;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
     /*
@@ -613,48 +651,227 @@ ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
     }
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
+    cred = conf->cred;
 
-    if (conf->cred == NULL || !conf->cred->purge) {
+    if (cred == NULL || !conf->purge) {
         return ngx_http_next_header_filter(r);
     }
 
     h = ngx_http_dqe_oauth_ours(r);
 
-    if (h && h->value.len > sizeof("Bearer ") - 1) {
-        token.data = h->value.data + sizeof("Bearer ") - 1;
-        token.len = h->value.len - (sizeof("Bearer ") - 1);
+    if (h == NULL || h->value.len <= sizeof("Bearer ") - 1) {
+        /* the request never carried our token */
+        return ngx_http_next_header_filter(r);
+    }
 
-        /* this worker's copy too: it may be one the zone no longer has */
+    token.data = h->value.data + sizeof("Bearer ") - 1;
+    token.len = h->value.len - (sizeof("Bearer ") - 1);
 
-        if (conf->cred->l1_valid
-            && conf->cred->l1_len == token.len
-            && ngx_memcmp(conf->cred->l1_data, token.data, token.len) == 0)
-        {
-            conf->cred->l1_valid = 0;
-        }
+    ctx = ngx_http_get_module_ctx(r, ngx_http_dqe_oauth_module);
 
-        switch (ngx_http_dqe_oauth_zone_purge(conf->cred, &token)) {
+    if (conf->retry && ngx_http_dqe_oauth_fresh(r, ctx, conf)) {
+        return ngx_http_next_header_filter(r);
+    }
 
-        case NGX_OK:
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "dqe_oauth: the API refused the token for %V "
-                          "(401): it is dropped, the next request gets a "
-                          "new one", &conf->cred->label);
-            break;
+    /* this worker's copy too: it may be one the zone no longer has */
 
-        case NGX_BUSY:
-            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                           "dqe_oauth: 401 for %V, a token was dropped less "
-                           "than 10 s ago: this one is kept",
-                           &conf->cred->label);
-            break;
+    if (cred->l1_valid
+        && cred->l1_len == token.len
+        && ngx_memcmp(cred->l1_data, token.data, token.len) == 0)
+    {
+        cred->l1_valid = 0;
+    }
 
-        default:
-            break;
+    retry = conf->retry && ngx_http_dqe_oauth_can_retry(r);
+
+    rc = ngx_http_dqe_oauth_zone_purge(cred, &token, retry);
+
+    switch (rc) {
+
+    case NGX_OK:
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "dqe_oauth: the API refused the token for %V "
+                      "(401): it is dropped, %s", &cred->label,
+                      retry ? "the request is sent again with a new one"
+                            : "the next request gets a new one");
+        break;
+
+    case NGX_BUSY:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "dqe_oauth: 401 for %V, a token was dropped less "
+                       "than 10 s ago: this one is kept, the 401 goes to "
+                       "the client", &cred->label);
+        return ngx_http_next_header_filter(r);
+
+    default:
+        break;
+    }
+
+    if (!retry) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (ctx == NULL) {
+        /* the warm path left none */
+        ctx = ngx_http_dqe_oauth_create_ctx(r, cred);
+        if (ctx == NULL) {
+            return NGX_ERROR;
         }
     }
 
-    return ngx_http_next_header_filter(r);
+    return ngx_http_dqe_oauth_retry(r, ctx, cred);
+}
+
+
+/*
+ * A 401 to a token that this request waited for (or its retry got): a
+ * token DQE has just issued is refused, so the licence, the scope or the
+ * API is wrong and a new token would be refused too.  The 401 goes to the
+ * client, nothing is purged, and a line a second per credential set (in
+ * each worker) says what to check.
+ */
+
+static ngx_flag_t
+ngx_http_dqe_oauth_fresh(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
+    ngx_http_dqe_oauth_loc_conf_t *conf)
+{
+    ngx_msec_t  now;
+
+    if (ctx == NULL
+        || !(ctx->retried
+             || ctx->outcome == NGX_HTTP_DQE_OAUTH_MISS
+             || ctx->outcome == NGX_HTTP_DQE_OAUTH_WAIT))
+    {
+        return 0;
+    }
+
+    now = ngx_current_msec;
+
+    if (!conf->cred->refused_logged
+        || now - conf->cred->refused_at >= 1000)
+    {
+        conf->cred->refused_at = now;
+        conf->cred->refused_logged = 1;
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "dqe_oauth: the API refused a token just issued for "
+                      "%V (401): the 401 goes to the client and the token "
+                      "is kept; check that the licence is allowed this API "
+                      "and that dqe_oauth_scope is the API's scope",
+                      &conf->cred->label);
+    }
+
+    return 1;
+}
+
+
+/*
+ * Whether nginx can send this request again: a main request (not a
+ * subrequest: auth_request, SSI, Lua's capture pass their 401 on) whose
+ * upstream is under way and has sent nothing to the client, whose body,
+ * if any, nginx still holds whole (proxy_request_buffering on), and with
+ * no proxy_cache (the cache's state belongs to the first attempt)
+ */
+
+static ngx_flag_t
+ngx_http_dqe_oauth_can_retry(ngx_http_request_t *r)
+{
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+
+    if (r != r->main
+        || ngx_http_dqe_oauth_phase < 0
+        || u->cleanup == NULL
+        || u->header_sent
+        || r->request_body_no_buffering
+        || r->reading_body
+        || (r->request_body && r->request_body->rest > 0)
+        || r->connection->error)
+    {
+        return 0;
+    }
+
+#if (NGX_HTTP_CACHE)
+    if (r->cache) {
+        return 0;
+    }
+#endif
+
+    return 1;
+}
+
+
+/*
+ * The 401 goes no further: the upstream request ends as nginx ends one
+ * when a request is redirected away from it (ngx_http_upstream_create:
+ * its cleanup finalizes it with NGX_DONE, which takes a reference), and
+ * ngx_http_upstream_send_response, to which the header filter returns
+ * NGX_ERROR, finalizes it again (already done: NGX_DONE, one more
+ * reference).  Then, from a posted event, the request runs its phases
+ * again from this module's handler: a new token (or a wait for it), then
+ * the content phase, whose upstream module builds its request anew,
+ * body included (nginx keeps r->request_body's buffers or temp file).
+ * The access phases are not run twice; r->upstream_states keeps both
+ * attempts ($upstream_status "401, 200").
+ */
+
+static ngx_int_t
+ngx_http_dqe_oauth_retry(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
+    ngx_http_dqe_oauth_cred_t *cred)
+{
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+
+    ctx->retried = 1;
+    ctx->done = 0;
+    ctx->waiting = 0;
+    ctx->started = 0;
+    ctx->delay = 0;
+
+    r->main->count++;
+    (*u->cleanup)(r);
+
+    r->main->count++;
+
+    r->write_event_handler = ngx_http_dqe_oauth_retry_handler;
+    ngx_post_event(&ctx->waiter.event, &ngx_posted_events);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "dqe_oauth sends the request again for %V", &cred->label);
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_dqe_oauth_retry_handler(ngx_http_request_t *r)
+{
+    ngx_http_headers_out_t  *out;
+
+    /* the 401's headers, copied from the upstream, are not the answer */
+
+    out = &r->headers_out;
+
+    ngx_memzero(out, sizeof(ngx_http_headers_out_t));
+
+    if (ngx_list_init(&out->headers, r->pool, 20, sizeof(ngx_table_elt_t))
+        != NGX_OK
+        || ngx_list_init(&out->trailers, r->pool, 4, sizeof(ngx_table_elt_t))
+           != NGX_OK)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    out->content_length_n = -1;
+    out->last_modified_time = -1;
+
+    r->phase_handler = ngx_http_dqe_oauth_phase;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(r);
 }
 
 

@@ -79,8 +79,11 @@ ngx_http_dqe_oauth_set_header(ngx_http_request_t *r, ngx_str_t *token)
 
     if (r == r->main) {
 
-        if (r->internal) {
-            /* a redirect from another location of ours: the entry is ours */
+        if (r->internal || r->upstream) {
+            /*
+             * a redirect from another location of ours, or a request sent
+             * again after a 401: the entry is ours
+             */
             h = ngx_http_dqe_oauth_ours(r);
         }
 

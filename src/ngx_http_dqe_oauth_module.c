@@ -149,6 +149,13 @@ static ngx_command_t  ngx_http_dqe_oauth_commands[] = {
       offsetof(ngx_http_dqe_oauth_loc_conf_t, purge),
       NULL },
 
+    { ngx_string("dqe_oauth_retry_on_401"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_dqe_oauth_loc_conf_t, retry),
+      NULL },
+
     { ngx_string("dqe_oauth_error_status"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_dqe_oauth_set_status,
@@ -267,6 +274,7 @@ ngx_http_dqe_oauth_create_loc_conf(ngx_conf_t *cf)
     conf->refresh_token = NGX_CONF_UNSET;
     conf->keep_warm = NGX_CONF_UNSET;
     conf->purge = NGX_CONF_UNSET;
+    conf->retry = NGX_CONF_UNSET;
     conf->error_status = NGX_CONF_UNSET_UINT;
 
     return conf;
@@ -315,6 +323,7 @@ ngx_http_dqe_oauth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->refresh_token, prev->refresh_token, 1);
     ngx_conf_merge_value(conf->keep_warm, prev->keep_warm, 0);
     ngx_conf_merge_value(conf->purge, prev->purge, 1);
+    ngx_conf_merge_value(conf->retry, prev->retry, 1);
 
     /* the two fields of dqe_oauth_refresh_ahead are set together */
 

@@ -20,7 +20,7 @@
                                            NGX_HTTP_DQE_OAUTH_VERSION
 
 /* bump whenever the layout of the shared zone changes */
-#define NGX_HTTP_DQE_OAUTH_ZONE_VERSION    5
+#define NGX_HTTP_DQE_OAUTH_ZONE_VERSION    6
 #define NGX_HTTP_DQE_OAUTH_ZONE_MAGIC      0x44514531  /* "DQE1" */
 
 #define NGX_HTTP_DQE_OAUTH_DIGEST_LEN      20          /* SHA-1 */
@@ -88,6 +88,7 @@ typedef enum {
     NGX_HTTP_DQE_OAUTH_RENEWED,    /* cached, and started a renewal */
     NGX_HTTP_DQE_OAUTH_STALE,      /* cached, its renewal has failed */
     NGX_HTTP_DQE_OAUTH_ERROR,      /* none */
+    NGX_HTTP_DQE_OAUTH_RETRY,      /* a 401, then sent again with a new one */
     NGX_HTTP_DQE_OAUTH_OUTCOMES
 } ngx_http_dqe_oauth_outcome_e;
 
@@ -150,6 +151,8 @@ typedef struct {
     ngx_flag_t                      purge;      /* on a 401 */
 
     ngx_queue_t                     waiters;    /* this worker's requests */
+    ngx_msec_t                      refused_at; /* a fresh token's 401 line */
+    unsigned                        refused_logged:1;
     unsigned                        warned:1;   /* of a clamped renewal */
 
     /*
@@ -196,6 +199,7 @@ typedef struct {
     ngx_flag_t                      refresh_token;
     ngx_flag_t                      keep_warm;
     ngx_flag_t                      purge;
+    ngx_flag_t                      retry;      /* on a 401 */
     ngx_uint_t                      error_status;
 
     ngx_http_dqe_oauth_endpoint_t  *endpoint;
@@ -269,6 +273,7 @@ typedef struct {
     uint64_t                        backoff_until;  /* 0: none */
     ngx_uint_t                      failures;       /* consecutive */
     ngx_uint_t                      purges;
+    ngx_uint_t                      retries;
     unsigned                        found:1;
     unsigned                        in_flight:1;
 } ngx_http_dqe_oauth_stats_t;
@@ -352,7 +357,7 @@ ngx_int_t ngx_http_dqe_oauth_zone_fail(ngx_http_dqe_oauth_cred_t *cred,
 void ngx_http_dqe_oauth_zone_release(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_claim_t *claim);
 ngx_int_t ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_str_t *token);
+    ngx_str_t *token, ngx_flag_t retry);
 void ngx_http_dqe_oauth_zone_count(ngx_http_dqe_oauth_cred_t *cred,
     ngx_http_dqe_oauth_claim_t *claim, ngx_uint_t error);
 void ngx_http_dqe_oauth_zone_flush(ngx_http_dqe_oauth_cred_t *cred);

@@ -86,7 +86,7 @@ static u_char *ngx_http_dqe_oauth_time(u_char *p, u_char *last, uint64_t ms,
 /* by ngx_http_dqe_oauth_outcome_e, as $dqe_oauth_status in lower case */
 
 static char  *ngx_http_dqe_oauth_outcome_names[] = {
-    "hit", "miss", "wait", "renew", "stale", "error"
+    "hit", "miss", "wait", "renew", "stale", "error", "retry"
 };
 
 static char  *ngx_http_dqe_oauth_results[] = {
@@ -520,9 +520,10 @@ ngx_http_dqe_oauth_json(ngx_http_dqe_oauth_sink_t *s, u_char *p,
         p = ngx_slprintf(p, last, ",\"consecutive_failures\":%ui,"
                          "\"backoff_until\":", set[i].st.failures);
         p = ngx_http_dqe_oauth_time(p, last, set[i].st.backoff_until, 1);
-        p = ngx_slprintf(p, last, ",\"fetch_in_flight\":%s,\"purges\":%ui}",
+        p = ngx_slprintf(p, last, ",\"fetch_in_flight\":%s,\"purges\":%ui,"
+                         "\"retries\":%ui}",
                          set[i].st.in_flight ? "true" : "false",
-                         set[i].st.purges);
+                         set[i].st.purges, set[i].st.retries);
     }
 
     ngx_http_dqe_oauth_line(s, p, last);
@@ -589,7 +590,12 @@ static ngx_http_dqe_oauth_metric_t  ngx_http_dqe_oauth_set_metrics[] = {
     { "purges_total", "counter",
       "Tokens dropped after the API answered 401.",
       NGX_HTTP_DQE_OAUTH_UINT,
-      offsetof(ngx_http_dqe_oauth_stats_t, purges) }
+      offsetof(ngx_http_dqe_oauth_stats_t, purges) },
+
+    { "retries_total", "counter",
+      "Requests sent again with a new token after the API answered 401.",
+      NGX_HTTP_DQE_OAUTH_UINT,
+      offsetof(ngx_http_dqe_oauth_stats_t, retries) }
 };
 
 

@@ -110,6 +110,7 @@ typedef struct {
     uint32_t                        buckets[NGX_HTTP_DQE_OAUTH_BUCKETS];
     uint32_t                        failures;   /* consecutive */
     uint32_t                        purges;
+    uint32_t                        retries;    /* requests sent again */
 
     unsigned                        dead:1;     /* the token: purged */
     unsigned                        inlined:1;  /* the token: in the chunk */
@@ -1119,12 +1120,14 @@ ngx_http_dqe_oauth_zone_release(ngx_http_dqe_oauth_cred_t *cred,
  * is still the one cached, it is not used again (NGX_OK), unless another
  * was dropped so less than 10 s ago (NGX_BUSY): a path whose upstream
  * always answers 401 costs at most a token request each 10 s.  Its text
- * is kept, as DQE's refresh request names it.
+ * is kept, as DQE's refresh request names it.  NGX_DECLINED: another
+ * token is cached, or none.  With retry, the request is sent again
+ * unless NGX_BUSY: counted here, under the lock.
  */
 
 ngx_int_t
 ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_str_t *token)
+    ngx_str_t *token, ngx_flag_t retry)
 {
     uint64_t                    now;
     ngx_int_t                   rc;
@@ -1171,6 +1174,10 @@ ngx_http_dqe_oauth_zone_purge(ngx_http_dqe_oauth_cred_t *cred,
     rc = NGX_OK;
 
 done:
+
+    if (retry && rc != NGX_BUSY && dn) {
+        dn->retries++;
+    }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
@@ -1319,6 +1326,7 @@ ngx_http_dqe_oauth_zone_stats(ngx_http_dqe_oauth_cred_t *cred,
     st->succeeded = dn->succeeded;
     st->failures = dn->failures;
     st->purges = dn->purges;
+    st->retries = dn->retries;
 
     ngx_http_dqe_oauth_policy(dn, cred, &t);
 

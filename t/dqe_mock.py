@@ -12,6 +12,7 @@ Prints one line "READY port=<main> control=<control or 0>" when listening.
 """
 
 import argparse
+import hashlib
 import hmac
 import json
 import math
@@ -51,7 +52,7 @@ ERROR_DESCRIPTIONS = {
 EXPIRES_IN_STYLES = ("string", "number", "missing")
 ERROR_STYLES = ("json", "text", "html", "empty")
 FAULT_MODES = ("close", "reset", "garbage", "truncate")
-MAX_BODY = 1 << 20
+MAX_BODY = 4 << 20
 HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 75.0
 PRUNE_EVERY = 1024
@@ -147,6 +148,8 @@ class State:
         # refresh token -> {"at", "licence", "scope", "issued", "used"}
         self.refresh = {}
         self.fault = None
+        # the API answers 401 to live tokens: {"n": left, "licence": id or None}
+        self.reject = None
         self.reset_counters_locked()
 
     def reset_counters_locked(self):
@@ -159,6 +162,7 @@ class State:
         self.refresh_ok = 0
         self.token_faults = 0
         self.api = {"200": 0, "401": 0}
+        self.api_rejected = 0
         self.api_auth_last = 0
         self.api_auth_max = 0
         self.workers = set()
@@ -209,7 +213,31 @@ class State:
         e = self.tokens.get(token)
         if e is None or e[2] <= time.monotonic():
             return None
+        rj = self.reject
+        if rj is not None and rj["licence"] in (None, e[0]):
+            rj["n"] -= 1
+            if rj["n"] <= 0:
+                self.reject = None
+            self.api_rejected += 1
+            return None
         return e[1]
+
+    def revoke_locked(self, token=None, licence=None, scope=None):
+        """Kill live tokens: one, a set's (licence, scope) or all."""
+        now = time.monotonic()
+        n = 0
+        for tok, e in list(self.tokens.items()):
+            if e[2] <= now:
+                continue
+            if token is not None and tok != token:
+                continue
+            if licence is not None and e[0] != licence:
+                continue
+            if scope is not None and e[1] != scope:
+                continue
+            del self.tokens[tok]
+            n += 1
+        return n
 
     # -- fault --------------------------------------------------------------
 
@@ -236,6 +264,7 @@ class State:
             "refresh_requests": self.refresh_requests,
             "refresh_ok": self.refresh_ok,
             "api": dict(self.api),
+            "api_rejected": self.api_rejected,
             "api_auth_headers_last": self.api_auth_last,
             "api_auth_headers_max": self.api_auth_max,
             "workers_seen": len(self.workers),
@@ -463,7 +492,7 @@ class Handler(BaseHTTPRequestHandler):
         elif route == "token":
             self.handle_token(body, query)
         elif route == "api":
-            self.handle_api(path)
+            self.handle_api(path, body)
         else:
             self.send(404, b"Not Found\n", "text/plain")
 
@@ -621,7 +650,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- protected API ------------------------------------------------------
 
-    def handle_api(self, path):
+    def handle_api(self, path, body=b""):
         st = self.state
         auths = self.headers.get_all("Authorization") or []
         workers = self.headers.get_all("X-Worker") or []
@@ -637,7 +666,12 @@ class Handler(BaseHTTPRequestHandler):
             code = 200 if scope is not None else 401
             st.api[str(code)] = st.api.get(str(code), 0) + 1
         if code == 200:
-            self.send_json(200, {"ok": True, "path": path, "scope": scope})
+            reply = {"ok": True, "path": path, "scope": scope}
+            if body or self.command in ("POST", "PUT", "PATCH"):
+                reply["method"] = self.command
+                reply["body_length"] = len(body)
+                reply["body_sha256"] = hashlib.sha256(body).hexdigest()
+            self.send_json(200, reply)
         else:
             self.send_json(401, {"error": "invalid_token"},
                            headers=[("WWW-Authenticate", "Bearer")])
@@ -666,10 +700,31 @@ class Handler(BaseHTTPRequestHandler):
                 st.reset_locked()
             self.send_json(200, {"reset": True})
         elif name == "revoke":
+            # revoke: all; revoke?token=T: one; revoke?licence=L[&scope=S]:
+            # a credential set's (the API answers 401 to them)
+            p = dict(params)
+            unknown = set(p) - {"token", "licence", "scope"}
+            if unknown:
+                return self.bad_control("unknown parameter: "
+                                        + safe_path(sorted(unknown)[0]))
             with st.lock:
-                n = st.live_count_locked(time.monotonic())
-                st.tokens.clear()
+                n = st.revoke_locked(p.get("token"), p.get("licence"),
+                                     p.get("scope"))
             self.send_json(200, {"revoked": n})
+        elif name == "reject":
+            # reject?n=N[&licence=L]: the API answers 401 to the next N
+            # requests carrying a live token (of that licence), which stays
+            # live: a token refused although DQE issued it; n=0 clears
+            p = dict(params)
+            try:
+                n = parse_uint(p.get("n", "1"))
+            except ValueError:
+                return self.bad_control("n must be a non-negative integer")
+            with st.lock:
+                st.reject = ({"n": n, "licence": p.get("licence")}
+                             if n else None)
+                obj = dict(st.reject) if st.reject else None
+            self.send_json(200, {"reject": obj})
         elif name == "sleep":
             # lets a sequence of test requests wait, e.g. for a token to expire
             try:
