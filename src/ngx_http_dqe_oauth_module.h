@@ -274,6 +274,8 @@ typedef struct {
     ngx_uint_t                      failures;       /* consecutive */
     ngx_uint_t                      purges;
     ngx_uint_t                      retries;
+    ngx_uint_t                      error;          /* the last fetch's */
+    ngx_uint_t                      status;         /* DQE's, to it */
     unsigned                        found:1;
     unsigned                        in_flight:1;
 } ngx_http_dqe_oauth_stats_t;

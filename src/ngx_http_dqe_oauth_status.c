@@ -68,6 +68,8 @@ static u_char *ngx_http_dqe_oauth_room(ngx_http_dqe_oauth_sink_t *s,
 static u_char *ngx_http_dqe_oauth_json(ngx_http_dqe_oauth_sink_t *s,
     u_char *p, ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs,
     ngx_str_t *zone);
+static u_char *ngx_http_dqe_oauth_ready(ngx_http_dqe_oauth_sink_t *s,
+    u_char *p, ngx_array_t *sets, ngx_flag_t all, ngx_uint_t *status);
 static u_char *ngx_http_dqe_oauth_prometheus(ngx_http_dqe_oauth_sink_t *s,
     u_char *p, ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs,
     ngx_str_t *zone);
@@ -222,8 +224,9 @@ ngx_http_dqe_oauth_status_send(ngx_http_request_t *r)
     off_t                             len;
     size_t                            labels;
     ngx_int_t                         rc;
-    ngx_str_t                         format, zone;
-    ngx_flag_t                        prometheus;
+    ngx_str_t                         format, zone, ready;
+    ngx_flag_t                        prometheus, readiness, all;
+    ngx_uint_t                        status;
     ngx_chain_t                      *cl;
     ngx_array_t                      *sets;
     ngx_http_dqe_oauth_sink_t         sink;
@@ -233,6 +236,27 @@ ngx_http_dqe_oauth_status_send(ngx_http_request_t *r)
     dmcf = ngx_http_get_module_main_conf(r, ngx_http_dqe_oauth_module);
 
     prometheus = 0;
+    readiness = 0;
+    all = 0;
+
+    /* ?ready: the kept-warm sets; ?ready=all: every set */
+
+    if (ngx_http_arg(r, (u_char *) "ready", sizeof("ready") - 1, &ready)
+        == NGX_OK)
+    {
+        readiness = 1;
+        all = (ready.len == sizeof("all") - 1
+               && ngx_strncmp(ready.data, "all", ready.len) == 0);
+
+        if (!all && ready.len) {
+            return NGX_HTTP_BAD_REQUEST;
+        }
+
+    } else if (r->args.len == sizeof("ready") - 1
+               && ngx_strncmp(r->args.data, "ready", r->args.len) == 0)
+    {
+        readiness = 1;
+    }
 
     if (ngx_http_arg(r, (u_char *) "format", sizeof("format") - 1, &format)
         == NGX_OK)
@@ -280,7 +304,13 @@ ngx_http_dqe_oauth_status_send(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (prometheus) {
+    status = NGX_HTTP_OK;
+
+    if (readiness) {
+        p = ngx_http_dqe_oauth_ready(&sink, p, sets, all, &status);
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+
+    } else if (prometheus) {
         p = ngx_http_dqe_oauth_prometheus(&sink, p, sets, &zs, &zone);
         ngx_str_set(&r->headers_out.content_type,
                     "text/plain; version=0.0.4; charset=utf-8");
@@ -303,7 +333,7 @@ ngx_http_dqe_oauth_status_send(ngx_http_request_t *r)
     }
 
     r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.status = status;
     r->headers_out.content_length_n = len;
 
     rc = ngx_http_send_header(r);
@@ -439,6 +469,83 @@ ngx_http_dqe_oauth_sets(ngx_http_request_t *r, size_t *labels)
     }
 
     return sets;
+}
+
+
+/*
+ * Readiness, for load balancers and Kubernetes: 200 when each set asked
+ * about (kept warm, or all) holds a live token, else 503 naming the sets
+ * that do not, and why: no token yet, or backing off, with the last
+ * failure's cause (the error line's text: no secret, no token in it)
+ */
+
+static u_char *
+ngx_http_dqe_oauth_ready(ngx_http_dqe_oauth_sink_t *s, u_char *p,
+    ngx_array_t *sets, ngx_flag_t all, ngx_uint_t *status)
+{
+    u_char                     *last, *e, cause[NGX_MAX_ERROR_STR];
+    ngx_str_t                   text;
+    ngx_uint_t                  i, n, asked;
+    ngx_http_dqe_oauth_set_t   *set;
+    ngx_http_dqe_oauth_cred_t  *cred;
+
+    last = s->b->end;
+    set = sets->elts;
+    n = 0;
+    asked = 0;
+
+    p = ngx_slprintf(p, last, "{\"not_ready\":[");
+
+    for (i = 0; i < sets->nelts; i++) {
+        cred = set[i].cred;
+
+        if (!all && !(cred->keep_warm && cred->warm)) {
+            continue;
+        }
+
+        asked++;
+
+        if (set[i].st.expires) {
+            continue;
+        }
+
+        ngx_http_dqe_oauth_line(s, p, last);
+
+        p = ngx_slprintf(p, last, "%s{\"server\":\"", n++ ? "," : "");
+        p = ngx_http_dqe_oauth_escape(p, last, &cred->endpoint->url);
+        p = ngx_slprintf(p, last, "\",\"licence\":\"");
+        p = ngx_http_dqe_oauth_escape(p, last, &cred->licence);
+        p = ngx_slprintf(p, last, "\",\"scope\":\"");
+        p = ngx_http_dqe_oauth_escape(p, last, &cred->scope);
+        p = ngx_slprintf(p, last, "\",\"secret\":%ui,\"why\":\"%s\","
+                         "\"backoff_until\":", set[i].secret,
+                         set[i].st.backoff_until ? "backing off"
+                         : set[i].st.in_flight ? "token request under way"
+                                               : "no token");
+        p = ngx_http_dqe_oauth_time(p, last, set[i].st.backoff_until, 1);
+        p = ngx_slprintf(p, last, ",\"last_error\":");
+
+        if (set[i].st.error == NGX_HTTP_DQE_OAUTH_OK) {
+            p = ngx_slprintf(p, last, "null}");
+            continue;
+        }
+
+        e = ngx_http_dqe_oauth_cause(cause, cause + sizeof(cause),
+                                     set[i].st.error, set[i].st.status);
+        text.data = cause;
+        text.len = e - cause;
+
+        p = ngx_slprintf(p, last, "\"");
+        p = ngx_http_dqe_oauth_escape(p, last, &text);
+        p = ngx_slprintf(p, last, "\"}");
+    }
+
+    ngx_http_dqe_oauth_line(s, p, last);
+
+    *status = n ? NGX_HTTP_SERVICE_UNAVAILABLE : NGX_HTTP_OK;
+
+    return ngx_slprintf(p, last, "],\"ready\":%s,\"sets\":%ui}\n",
+                        n ? "false" : "true", asked);
 }
 
 

@@ -1327,6 +1327,8 @@ ngx_http_dqe_oauth_zone_stats(ngx_http_dqe_oauth_cred_t *cred,
     st->failures = dn->failures;
     st->purges = dn->purges;
     st->retries = dn->retries;
+    st->error = dn->error;
+    st->status = dn->status;
 
     ngx_http_dqe_oauth_policy(dn, cred, &t);
 

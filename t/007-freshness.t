@@ -152,13 +152,14 @@ __DATA__
 
 
 
-=== TEST 6: a 401 from the API drops the token; the next request gets another
+=== TEST 6: retry off: a 401 from the API drops the token; the next request gets another
 --- config
     location /api/ {
         dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
         dqe_oauth_licence 123456;
         dqe_oauth_secret  s3cr3t-pass;
         dqe_oauth_scope   client_address;
+        dqe_oauth_retry_on_401 off;
         proxy_pass https://127.0.0.1:$TEST_NGINX_DQE_PORT;
     }
 --- request eval
@@ -174,7 +175,36 @@ __DATA__
 
 
 
-=== TEST 7: backoff for refused credentials is longer: 10 s
+=== TEST 7: retry on (the default): the request that got the 401 is sent again with a new token
+--- config
+    location /api/ {
+        dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;
+        dqe_oauth_licence 123456;
+        dqe_oauth_secret  s3cr3t-pass;
+        dqe_oauth_scope   client_address;
+        add_header X-DQE-Status $dqe_oauth_status always;
+        add_header X-Upstream-Status $upstream_status always;
+        proxy_pass https://127.0.0.1:$TEST_NGINX_DQE_PORT;
+    }
+--- request eval
+["GET /__mock/reset", "GET /api/1", "GET /__mock/revoke", "GET /api/2",
+ "GET /api/3", "GET /__mock/stats?reset=1"]
+--- error_code eval
+[200, 200, 200, 200, 200, 200]
+--- response_headers eval
+["", "X-DQE-Status: MISS", "", "X-DQE-Status: RETRY\nX-Upstream-Status: 401 : 200",
+ "X-DQE-Status: HIT\nX-Upstream-Status: 200", ""]
+--- response_body_like eval
+[qr/reset/, qr/"ok":true/, qr/"revoked":1/, qr/"ok":true,"path":"\/api\/2"/,
+ qr/"ok":true/, qr/"tokens_issued":2,.*"api":\{"200":3,"401":1\}/]
+--- error_log eval
+qr/\[warn\] .*the API refused the token for .*licence "123456".*it is dropped, the request is sent again with a new one/
+--- no_error_log
+[error]
+
+
+
+=== TEST 8: backoff for refused credentials is longer: 10 s
 --- config
     location /api/ {
         dqe_oauth_server  127.0.0.1:$TEST_NGINX_DQE_PORT;

@@ -264,7 +264,6 @@ class State:
             "refresh_requests": self.refresh_requests,
             "refresh_ok": self.refresh_ok,
             "api": dict(self.api),
-            "api_rejected": self.api_rejected,
             "api_auth_headers_last": self.api_auth_last,
             "api_auth_headers_max": self.api_auth_max,
             "workers_seen": len(self.workers),
@@ -276,6 +275,7 @@ class State:
             "token_in_flight_max": self.in_flight_max,
             "live_tokens": self.live_count_locked(time.monotonic()),
             "token_faults": self.token_faults,
+            "api_rejected": self.api_rejected,
         }
 
 
