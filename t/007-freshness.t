@@ -197,8 +197,6 @@ __DATA__
 --- response_body_like eval
 [qr/reset/, qr/"ok":true/, qr/"revoked":1/, qr/"ok":true,"path":"\/api\/2"/,
  qr/"ok":true/, qr/"tokens_issued":2,.*"api":\{"200":3,"401":1\}/]
---- error_log eval
-qr/\[warn\] .*the API refused the token for .*licence "123456".*it is dropped, the request is sent again with a new one/
 --- no_error_log
 [error]
 

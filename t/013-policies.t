@@ -58,6 +58,13 @@ like(mock('/__mock/stats?reset=counters'),
 my @purged = $ngx->log =~ /\[warn\] .*the API refused the token for .*licence "100801"/g;
 is(scalar @purged, 1, 'one purge in 10 s, one [warn]');
 
+# with dqe_oauth_retry_on_401 (the default): the first request's token,
+# fetched for it, refused: passed on; the second's sent again once with
+# the token after the purge, refused too: passed on
+
+like($ngx->log, qr/\[error\] .*the API refused a token just issued for .*licence "100801".*check that the licence is allowed this API/,
+     'an [error] line: a token just issued refused, what to check');
+
 @st = map { ($ngx->get("/nopurge/$_"))[0] } 1 .. 20;
 is_deeply(\@st, [(401) x 20], 'the same with dqe_oauth_purge_on_401 off');
 
@@ -118,6 +125,6 @@ like(mock('/__mock/stats?reset=counters'),
 ok($ngx->stop, 'quit');
 
 Test::DQE::log_ok($ngx->log,
-                  qr/\[error\](?!.*no token for .*licence "999999")/);
+                  qr/\[error\](?!.*no token for .*licence "999999"|.*refused a token just issued for .*licence "100801")/);
 
 done_testing();

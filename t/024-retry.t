@@ -58,6 +58,13 @@ my $http = Test::DQE::fan_server()
     . api('/nobuf/', 100003, 'bulk-pass', 'proxy_request_buffering off;')
     . api('/off/', 100004, 'bulk-pass', 'dqe_oauth_retry_on_401 off;')
     . api('/h2/', 100005, 'bulk-pass')
+    . api('/cold/', 100006, 'bulk-pass')
+    . api('/sub/', 100007, 'bulk-pass')
+    . "        location = /ssi {\n"
+    . "            ssi on;\n"
+    . "            default_type text/html;\n"
+    . "            return 200 '<!--# include virtual=\"/sub/x\" -->';\n"
+    . "        }\n"
     . "    }\n";
 
 ok($ngx->start(http => $http, workers => 4), 'nginx starts, 4 workers');
@@ -146,6 +153,22 @@ is("$set->{purges} $set->{retries}", '1 1', 'one purge, one retry');
 is(warns(qr/\[error\] .*dqe_oauth: the API refused a token just issued for .*licence "654321".*check that the licence is allowed this API and that dqe_oauth_scope is the API's scope/),
    1, 'one [error] line: what to check');
 
+# the same from the first request on: the token it waited for (MISS) is
+# refused at once, nothing dropped, no retry
+
+mock('/__mock/reject?n=1000&licence=100006');
+mock('/__mock/stats?reset=counters');
+
+($st, $b, $head) = $ngx->get('/cold/1');
+my ($how) = $head =~ /^X-DQE-Status: (\S+)/m;
+my ($up) = $head =~ /^X-Upstream-Status: ([^\r\n]+)/m;
+is("$st $how $up", '401 MISS 401',
+   'cold: a token fetched for the request, refused: 401 MISS, sent once');
+
+$stats = JSON::PP::decode_json(mock('/__mock/stats?reset=counters'));
+is($stats->{token_requests}{POST}, 1, 'cold: one token request');
+is(status_of('100006')->{purges}, 0, 'cold: nothing dropped');
+
 mock('/__mock/reject?n=0');
 
 # --- bodies -----------------------------------------------------------------
@@ -175,6 +198,7 @@ for my $where (qw(file mem)) {
     like($h, qr/^X-Upstream-Status: 401 : 200\r?$/m,
          "$where: \$upstream_status \"401, 200\"");
     like($h, qr/^X-DQE-Status: RETRY\r?$/m, "$where: RETRY");
+    unlike($h, qr/^WWW-Authenticate:/mi, "$where: none of the 401's headers");
 }
 
 like($ngx->log, qr/a client request body is buffered to a temporary file/,
@@ -205,6 +229,16 @@ is(($ngx->get('/off/y'))[0], 200, 'the next request gets a new token');
 
 is(status_of('100003')->{retries} . ' ' . status_of('100004')->{retries},
    '0 0', 'no retries counted');
+
+# a subrequest (SSI include) is not sent again: its 401 is what it got
+
+is(($ngx->get('/sub/warm'))[0], 200, 'sub: a token');
+mock('/__mock/revoke?licence=100007');
+
+(undef, $b) = $ngx->get('/ssi');
+like($b, qr/\A\{"error":"invalid_token"\}\z/, 'an SSI include gets the 401');
+is(status_of('100007')->{retries}, 0, 'no retry counted');
+like(($ngx->get('/ssi'))[1], qr/\A\{"ok":true/, 'the next include a new token');
 
 # --- HTTP/2 -----------------------------------------------------------------
 
