@@ -15,7 +15,7 @@
 #include "ngx_http_dqe_oauth_time.h"
 
 
-#define NGX_HTTP_DQE_OAUTH_VERSION         "0.3.2"
+#define NGX_HTTP_DQE_OAUTH_VERSION         "0.4.0"
 #define NGX_HTTP_DQE_OAUTH_VER             "ngx_http_dqe_oauth_module/" \
                                            NGX_HTTP_DQE_OAUTH_VERSION
 

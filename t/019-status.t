@@ -117,7 +117,7 @@ my $bad = set_of($json, '999999');
 
 is_deeply($api->{requests},
           { hit => 5, miss => 1, wait => 0, renew => 0, stale => 0,
-            error => 0 },
+            error => 0, retry => 0 },
           'requests of 123456 at once, from 4 workers: 1 miss, 5 hits');
 is_deeply([outcomes('/api/')], [qw(MISS HIT HIT HIT HIT HIT)],
           'as $dqe_oauth_status logged them');
@@ -383,9 +383,12 @@ is_deeply([(outcomes('/api/warm'))], [('HIT') x 20], 'all hits');
 
 mock('/__mock/revoke');
 @st = map { ($ngx->get("/api/after-revoke$_"))[0] } 1 .. 20;
-is_deeply(\@st, [401, (200) x 19],
+is_deeply(\@st, [(200) x 20],
           'the API refused the token once: purged for all 4 workers at once');
+is_deeply([(outcomes('/api/after-revoke'))], ['RETRY', ('HIT') x 19],
+          'the request it was refused to sent again (RETRY), then hits');
 is(set_of(status_json(), '123456')->{purges}, 1, 'one purge counted');
+is(set_of(status_json(), '123456')->{retries}, 1, 'one retry counted');
 
 my ($st3, $body3) = $ngx->get('/status', undef, $port2);
 is($st3, 200, 'the status under server-level credentials: no token needed');

@@ -3,6 +3,10 @@
 they were given (the HTTP_AUTHORIZATION parameter), for
 t/018-other-upstreams.t.  Standard library only.
 
+On a path with "/refuse/" (REQUEST_URI), each backend refuses the first
+token it sees there, then and ever after, with a 401: a token revoked
+while cached; any other token is echoed.
+
     python3 t/echo_backends.py   prints "READY fastcgi=P uwsgi=P scgi=P",
                                  then serves until killed
 """
@@ -14,7 +18,18 @@ import struct
 import threading
 
 
-def reply(auth):
+REFUSED = {}
+LOCK = threading.Lock()
+
+
+def reply(auth, uri="", kind=""):
+    if "/refuse/" in uri and auth:
+        with LOCK:
+            first = REFUSED.setdefault(kind, auth)
+        if auth == first:
+            return (b"Status: 401 Unauthorized\r\nContent-Type: text/plain\r\n"
+                    b"WWW-Authenticate: Bearer\r\nContent-Length: 7\r\n\r\n"
+                    b"refused")
     body = (auth or "-").encode("latin-1")
     return (b"Status: 200 OK\r\nContent-Type: text/plain\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body)) + body
@@ -62,7 +77,8 @@ def fastcgi(conn):
             params = fcgi_pairs(raw)
         elif typ == 5 and clen == 0:   # FCGI_STDIN, end
             break
-    out = reply(params.get("HTTP_AUTHORIZATION"))
+    out = reply(params.get("HTTP_AUTHORIZATION"), params.get("REQUEST_URI", ""),
+                "fastcgi")
     conn.sendall(struct.pack(">BBHHBB", 1, 6, rid, len(out), 0, 0) + out
                  + struct.pack(">BBHHBB", 1, 6, rid, 0, 0, 0)
                  + struct.pack(">BBHHBB", 1, 3, rid, 8, 0, 0) + b"\0" * 8)
@@ -78,7 +94,9 @@ def uwsgi(conn):
         vl = struct.unpack("<H", data[i:i + 2])[0]
         params[k] = data[i + 2:i + 2 + vl].decode("latin-1")
         i += 2 + vl
-    conn.sendall(b"HTTP/1.0 " + reply(params.get("HTTP_AUTHORIZATION"))[8:])
+    conn.sendall(b"HTTP/1.0 " + reply(params.get("HTTP_AUTHORIZATION"),
+                                      params.get("REQUEST_URI", ""),
+                                      "uwsgi")[8:])
 
 
 def scgi(conn):
@@ -88,7 +106,8 @@ def scgi(conn):
     data = read_exact(conn, int(head[:-1]) + 1)[:-1].split(b"\0")
     params = dict(zip((k.decode("latin-1") for k in data[0::2]),
                       (v.decode("latin-1") for v in data[1::2])))
-    conn.sendall(reply(params.get("HTTP_AUTHORIZATION")))
+    conn.sendall(reply(params.get("HTTP_AUTHORIZATION"),
+                       params.get("REQUEST_URI", ""), "scgi"))
 
 
 def serve(handler):

@@ -313,7 +313,7 @@ our @NO_LEAK = (
     qr/\[(?:alert|crit|emerg)\]/,
     qr/open socket #\d+ left/,
     qr/s3cr3t|other-pass|bulk-pass/,
-    qr/^(?!Authorization: Bearer TK|.*(?:http (?:proxy )?header|http2 header|grpc header|(?:fastcgi|uwsgi|scgi) param|http script var): "(?:(?i:authorization): |HTTP_AUTHORIZATION: )?Bearer TK).*TK[0-9a-f]{40}/,
+    qr/^(?!(?i:authorization): Bearer TK|.*(?:http (?:proxy )?header|http2 header|grpc header|(?:fastcgi|uwsgi|scgi) param|http script var): "(?:(?i:authorization): |HTTP_AUTHORIZATION: )?Bearer TK).*TK[0-9a-f]{40}/,
 );
 
 sub no_leak { return @NO_LEAK }
