@@ -629,18 +629,11 @@ ngx_http_dqe_oauth_retry_after(ngx_http_request_t *r, ngx_msec_t left)
 static ngx_int_t
 ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
 {
-    ngx_int_t                       rc;
-    ngx_str_t                       token;
-    ngx_flag_t                      retry;
-    ngx_table_elt_t                *h;
-    ngx_http_dqe_oauth_ctx_t       *ctx;
-    ngx_http_dqe_oauth_cred_t      *cred;
-    ngx_http_dqe_oauth_loc_conf_t  *conf;
-
     /*
      * only a 401 the upstream has just sent judges the token: one served
      * from proxy_cache (r->cached, stale ones too) was given to another
-     * token, maybe long ago
+     * token, maybe long ago.  The rest in a function of its own, so that
+     * every other response pays for these tests alone.
      */
 
     if (r->headers_out.status != NGX_HTTP_UNAUTHORIZED
@@ -649,6 +642,27 @@ ngx_http_dqe_oauth_header_filter(ngx_http_request_t *r)
     {
         return ngx_http_next_header_filter(r);
     }
+
+    return ngx_http_dqe_oauth_401(r);
+}
+
+
+/*
+ * The upstream answered 401: drop the token, and send the request again.
+ * Not static: a static function called once is inlined, and its frame
+ * (saved registers, the stack protector) would be paid by every response.
+ */
+
+ngx_int_t
+ngx_http_dqe_oauth_401(ngx_http_request_t *r)
+{
+    ngx_int_t                       rc;
+    ngx_str_t                       token;
+    ngx_flag_t                      retry;
+    ngx_table_elt_t                *h;
+    ngx_http_dqe_oauth_ctx_t       *ctx;
+    ngx_http_dqe_oauth_cred_t      *cred;
+    ngx_http_dqe_oauth_loc_conf_t  *conf;
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_dqe_oauth_module);
     cred = conf->cred;

@@ -400,6 +400,7 @@ ngx_flag_t ngx_http_dqe_oauth_refused(ngx_uint_t error);
 ngx_int_t ngx_http_dqe_oauth_handler_init(ngx_conf_t *cf);
 void ngx_http_dqe_oauth_handler_init_process(ngx_cycle_t *cycle);
 void ngx_http_dqe_oauth_flush(void);
+ngx_int_t ngx_http_dqe_oauth_401(ngx_http_request_t *r);
 ngx_int_t ngx_http_dqe_oauth_add_variables(ngx_conf_t *cf);
 
 /* ngx_http_dqe_oauth_worker.c */

@@ -60,6 +60,7 @@ my $http = Test::DQE::fan_server()
     . api('/h2/', 100005, 'bulk-pass')
     . api('/cold/', 100006, 'bulk-pass')
     . api('/sub/', 100007, 'bulk-pass')
+    . api('/coldburst/', 100008, 'bulk-pass')
     . "        location = /ssi {\n"
     . "            ssi on;\n"
     . "            default_type text/html;\n"
@@ -168,6 +169,21 @@ is("$st $how $up", '401 MISS 401',
 $stats = JSON::PP::decode_json(mock('/__mock/stats?reset=counters'));
 is($stats->{token_requests}{POST}, 1, 'cold: one token request');
 is(status_of('100006')->{purges}, 0, 'cold: nothing dropped');
+
+# 12 at once, all waiting for the one token, all refused: one [error]
+# line a second in each worker, not one a request
+
+mock('/__mock/reject?n=1000&licence=100008');
+
+my @burst = map { $ngx->get_later("/coldburst/$_", 10) } 1 .. 12;
+is_deeply([map { $_->() } @burst], [(401) x 12],
+          'cold, 12 at once: each gets the 401 of the token it waited for');
+
+my @lines = $ngx->log =~ /\[error\] (\d+)#\d+: .*refused a token just issued for .*licence "100008"/g;
+my %pids = map { $_ => 1 } @lines;
+is(scalar @lines, scalar keys %pids,
+   scalar(@lines) . ' [error] lines from ' . scalar(keys %pids)
+   . ' workers: one a second in each');
 
 mock('/__mock/reject?n=0');
 
