@@ -4,7 +4,9 @@
 # each failure cause (refused, 5xx with Retry-After, a closed or reset
 # connection, garbage, a cut or oversized reply, a token too long, a
 # strict-reader refusal, a timeout, a refused connection), the 401
-# purge, SSI set=, auth_request, HTTP/2; then quit.  A report with a
+# purge, a request sent again after a revocation (bodies in memory and in
+# a temp file, HTTP/2), SSI set=, auth_request, HTTP/2, readiness; then
+# quit.  A report with a
 # frame of the module fails the run; reports in nginx core alone are
 # listed, and can be suppressed in t/valgrind.supp.
 
@@ -56,6 +58,7 @@ my $http = "    server {\n"
     . ours('/always401/')
     . ours('/strict/')
     . ours('/ssiapi/')
+    . ours('/retry/')
     . Test::DQE::location('/refused/', licence => 999999)
     . join('', map { ours("/f_\L$_/", port => fault_port($_)) }
                    qw(CLOSE RESET GARBAGE TRUNCATE BIG LONG_TOKEN RETRY_503))
@@ -143,8 +146,25 @@ is($st, 200, 'another, whose refresh token is refused');
 sleep 1.5;
 mock('/__mock/config?refresh_ttl=600');
 
+# a revocation: each request below is sent again with a new token
+
+is_deeply(($ngx->h2('/h2/0'))[0], [200], 'a token for /h2/');
+is(($ngx->get('/retry/warm', 60))[0], 200, 'a token for /retry/');
+mock('/__mock/revoke');
+
+for my $len (1000, 200_000) {
+    my ($rst, $rbody) = $ngx->request(
+        "POST /retry/x HTTP/1.0\r\nHost: localhost\r\n"
+        . "Content-Length: $len\r\n\r\n" . ('b' x $len), 60);
+    like("$rst $rbody", qr/\A200 .*"body_length":$len/,
+         "a POST of $len bytes, its token revoked: sent again, 200");
+    mock('/__mock/revoke');
+}
+
 my ($h2) = $ngx->h2('/h2/1', '/h2/2', '/timeout/1');
-is_deeply($h2, [200, 200, 502], 'HTTP/2, and a token request that times out');
+is_deeply($h2, [200, 200, 502],
+          'HTTP/2 (sent again: its token was revoked), and a token request '
+          . 'that times out');
 
 sleep 1;
 
@@ -156,6 +176,10 @@ is_deeply([$json_st, $prom_st], [200, 200], 'the status, JSON and Prometheus');
 like($json, qr/"invalid_client":1/, 'it counted the refused licence');
 like($prom, qr/^dqe_oauth_zone_entries\{zone="dqe_oauth"\} \d+$/m,
      'and the zone');
+like($json, qr/"retries":[1-9]/, 'and the retries');
+
+my ($ready_st) = $ngx->get('/status?ready=all', 60);
+is($ready_st, 503, 'readiness: 503, some sets have no token');
 
 kill 'QUIT', $pid;
 waitpid($pid, 0);

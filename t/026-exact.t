@@ -1,0 +1,255 @@
+# Exact values of what the README promises, each read back whole: a
+# change of one table row (a counter under another name, a result in
+# another bucket, a constant scaled, a rounding turned) fails here.
+#
+#   status      the full JSON of a set after known traffic (every field),
+#               the times against the clock; the histogram's limits
+#   results     each cause of a failed token request in its own result,
+#               under the grant it was asked with
+#   failures    consecutive_failures back to 0 after a success
+#   escaping    a licence with a backslash and a quote, escaped in JSON
+#               and in Prometheus's labels
+#   Retry-After honoured for 429 and 503, not for 500; the header name
+#               in any case; to clients, the seconds left rounded up
+#   secret_file exactly one trailing "\n" or "\r\n" dropped
+#
+# Plain Test::More: one worker, so that every count is this script's.
+
+use strict;
+use warnings;
+
+use Test::More;
+use Test::DQE;
+use JSON::PP ();
+use Time::HiRes qw(sleep time);
+
+sub mock { Test::DQE::mock(@_) }
+
+my $ngx = Test::DQE::Nginx->new('exact');
+my $n = 0;
+
+sub set {
+    my ($path, %o) = @_;
+    return Test::DQE::location($path, licence => $o{licence} // 100700 + $n++,
+                               secret => 'bulk-pass', %o);
+}
+
+my %port = map { $_ => $ENV{"TEST_NGINX_DQE_FAULT_$_"} } qw(CLOSE GARBAGE);
+
+my $http = "    server {\n"
+    . "        listen 127.0.0.1:${\ $ngx->port};\n"
+    . "        location = /status { dqe_oauth_status; }\n"
+    . set('/a/')
+    . join('', map { set("/r$_/") } 1 .. 9)
+    . set('/esc/', licence => 'a\\\\b"c', secret => 's3cr3t-pass')
+    . set('/ra1/') . set('/ra2/') . set('/ra3/')
+    . "    }\n";
+
+# licence a\b"c: nginx's own unescaping of the configuration takes "\\"
+# as "\"; written in the file as a\\b"c within no quotes
+
+mock('/__mock/reset');
+ok($ngx->start(http => $http, workers => 1), 'nginx starts, one worker');
+
+sub json {
+    my ($st, $body) = $ngx->get('/status');
+    return eval { JSON::PP::decode_json($body) } || {};
+}
+
+sub set_of {
+    my ($licence) = @_;
+    my ($s) = grep { $_->{licence} eq $licence } @{ json()->{credentials} };
+    return $s || {};
+}
+
+sub results {
+    my (%nonzero) = @_;
+    my %all = map { $_ => 0 } qw(success invalid_request invalid_client
+        unauthorized_client unsupported_grant_type invalid_grant other_4xx
+        5xx timeout connect bad_response internal);
+    return { %all, %nonzero };
+}
+
+# --- the full JSON of a set after known traffic ------------------------------
+
+is(($ngx->get('/a/1'))[0], 200, 'a: MISS');
+is(($ngx->get('/a/2'))[0], 200, 'a: HIT');
+is(($ngx->get('/a/3'))[0], 200, 'a: HIT');
+
+sleep 0.3;   # the request counts reach the zone within 100 ms
+
+my $now = time;
+my $a = set_of('100700');
+my $dur = $a->{fetch_duration}{sum};
+
+my %want = (
+    server => "https://127.0.0.1:$ENV{TEST_NGINX_DQE_PORT}",
+    licence => '100700', scope => 'client_address', secret => 1,
+    requests => { hit => 2, miss => 1, wait => 0, renew => 0, stale => 0,
+                  error => 0, retry => 0 },
+    fetches => { client_credentials => results(success => 1),
+                 refresh_token => results() },
+    fetch_duration => { sum => $dur, count => 1, buckets => {
+        map { $_ => ($_ eq '+Inf' || $_ >= $dur ? 1 : 0) }
+            qw(0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf) } },
+    consecutive_failures => 0, backoff_until => undef,
+    fetch_in_flight => JSON::PP::false, purges => 0, retries => 0,
+);
+
+for my $k (qw(token_expires token_renews refresh_token_expires
+              last_success)) {
+    $want{$k} = $a->{$k};
+}
+
+is_deeply($a, \%want, 'the set, every field: 2 hits, 1 miss, 1 success, '
+          . 'the histogram\'s limits 0.05 … 10 and +Inf, nothing else');
+
+cmp_ok(abs($a->{last_success} - $now), '<', 2, 'last_success: now');
+cmp_ok(abs($a->{token_expires} - ($a->{last_success} + 300)), '<=',
+       $dur + 0.002, 'token_expires: when it was asked for + 300 s');
+cmp_ok(abs($a->{refresh_token_expires} - ($a->{last_success} + 600)), '<=',
+       $dur + 0.002, 'refresh_token_expires: + 600 s (the mock\'s)');
+
+my $ahead = $a->{token_expires} - $a->{token_renews};
+ok($ahead >= 10 + 60 - 0.01 && $ahead <= 10 + 60 + 15 + 0.01,
+   'token_renews: the margin (10 s) and 20 % of 300 s before the expiry, '
+   . "spread up to a quarter of the window (15 s) earlier ($ahead)");
+
+# the Prometheus bucket limits, exactly
+
+my ($pst, $prom) = $ngx->get('/status?format=prometheus');
+my @le = $prom =~ /^dqe_oauth_fetch_duration_seconds_bucket\{[^}]*licence="100700"[^}]*le="([^"]+)"\}/mg;
+is_deeply(\@le, [qw(0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf)],
+          'Prometheus: the buckets 0.05 … 10, +Inf');
+
+# --- each failure in its own result --------------------------------------------
+
+my @causes = (
+    [ 1, { status => 400, body => '{"error":"invalid_request"}' },
+      'invalid_request' ],
+    [ 2, { status => 400, body => '{"error":"invalid_client"}' },
+      'invalid_client' ],
+    [ 3, { status => 400, body => '{"error":"unauthorized_client"}' },
+      'unauthorized_client' ],
+    [ 4, { status => 400, body => '{"error":"unsupported_grant_type"}' },
+      'unsupported_grant_type' ],
+    [ 5, { status => 429 }, 'other_4xx' ],
+    [ 6, { status => 403, body => 'no' }, 'other_4xx' ],
+    [ 7, { status => 503 }, '5xx' ],
+    [ 8, { mode => 'garbage' }, 'bad_response' ],
+    [ 9, { body => '{"access_token":"x"}' }, 'bad_response' ],
+);
+
+for my $c (@causes) {
+    my ($i, $fault, $result) = @$c;
+
+    mock(Test::DQE::fault(%$fault, count => 1) =~ s/^GET //r);
+    my ($st) = $ngx->get("/r$i/x");
+    is($st, 502, "/r$i/: 502");
+
+    my $s = set_of(100700 + $i);
+    is_deeply($s->{fetches},
+              { client_credentials => results($result => 1),
+                refresh_token => results() },
+              "/r$i/: counted under client_credentials, $result");
+    is($s->{consecutive_failures}, 1, "/r$i/: one consecutive failure");
+}
+
+# --- consecutive_failures back to 0 after a success ---------------------------
+
+sleep 1.1;   # /r7/'s backoff (1 s for a 5xx) is over
+is(($ngx->get('/r7/again'))[0], 200, '/r7/: a token after the backoff');
+my $s7 = set_of(100707);
+is("$s7->{consecutive_failures} $s7->{fetches}{client_credentials}{success}"
+   . " $s7->{fetches}{client_credentials}{'5xx'}", '0 1 1',
+   '/r7/: consecutive_failures 0 after the success; 1 success, 1 5xx');
+
+# --- escaping ---------------------------------------------------------------
+
+my ($jst, $jbody) = $ngx->get('/status');
+like($jbody, qr/"licence":"a\\\\b\\"c"/, 'JSON: a\\b"c as "a\\\\b\\"c"');
+($pst, $prom) = $ngx->get('/status?format=prometheus');
+like($prom, qr/^dqe_oauth_requests_total\{server="[^"]+",licence="a\\\\b\\"c",scope="client_address",secret="1",outcome="hit"\} 0$/m,
+     'Prometheus: licence="a\\\\b\\"c", as the exposition format escapes');
+
+# --- Retry-After ---------------------------------------------------------------
+
+sub retry_after {
+    my ($path) = @_;
+    my ($st, undef, $head) = $ngx->get($path);
+    my ($ra) = $head =~ /^Retry-After: (\d+)\r?$/mi;
+    return "$st " . ($ra // '-');
+}
+
+# /ra1/ 100713, /ra2/ 100714, /ra3/ 100715
+
+mock(Test::DQE::fault(status => 503, header => 'Retry-After:7', count => 1)
+     =~ s/^GET //r);
+my $t503 = time;
+is(retry_after('/ra1/1'), '502 7', '503 with Retry-After: 7: 7 s to clients');
+
+mock(Test::DQE::fault(status => 500, header => 'Retry-After:7', count => 1)
+     =~ s/^GET //r);
+is(retry_after('/ra2/1'), '502 1',
+   '500 with Retry-After: 7: not honoured, the 1 s of a server error');
+
+mock(Test::DQE::fault(status => 429, header => 'retry-after:7', count => 1)
+     =~ s/^GET //r);
+is(retry_after('/ra3/1'), '502 7',
+   '429 with retry-after: 7 (the name in lower case): honoured');
+
+sleep(2.5 - (time - $t503));
+is(retry_after('/ra1/2'), '502 5',
+   '2.5 s later: the 4.5 s left, rounded up: 5');
+
+ok($ngx->stop, 'quit');
+
+Test::DQE::log_ok($ngx->log,
+    qr/\[error\](?!.*no token for|.*upstream sent no valid HTTP)/);
+
+# --- secret_file: exactly one trailing newline dropped --------------------------
+
+my $sf = Test::DQE::Nginx->new('exact-secret');
+my $file = $sf->root . '/conf/dqe.secret';
+
+sub with_secret {
+    my ($content, $extra) = @_;
+
+    open my $fh, '>', $file or die $!;
+    print $fh $content;
+    close $fh;
+    chmod 0600, $file;
+
+    my $loc = Test::DQE::location('/s/', extra => $extra);
+    $loc =~ s/dqe_oauth_secret  s3cr3t-pass;/dqe_oauth_secret_file dqe.secret;/;
+
+    return "    server {\n        listen 127.0.0.1:${\ $sf->port};\n"
+        . $loc . "    }\n";
+}
+
+for my $c (["s3cr3t-pass\n", 'a "\\n"'], ["s3cr3t-pass\r\n", 'a "\\r\\n"'],
+           ['s3cr3t-pass', 'no newline']) {
+    my ($content, $what) = @$c;
+
+    ok($sf->start(http => with_secret($content), workers => 1),
+       "secret file ending with $what: nginx starts");
+    is(($sf->get('/s/x'))[0], 200, "$what: DQE takes the secret");
+    ok($sf->stop, 'quit');
+}
+
+$sf->write_conf(http => with_secret("s3cr3t-pass\n\n"), workers => 1);
+my ($ok, $err) = $sf->test_conf(10);
+ok(!$ok, 'a secret file ending with two "\n": one is dropped, the other '
+   . 'makes it two lines: nginx -t fails');
+like($err, qr/\[emerg\] .*dqe_oauth_secret_file "[^"]*dqe\.secret" must hold the secret alone on one line/,
+     'naming the file: one line');
+
+$sf->write_conf(http => with_secret("s3cr3t-pass\n",
+                                    'dqe_oauth_secret other;'), workers => 1);
+($ok, $err) = $sf->test_conf(10);
+ok(!$ok, 'dqe_oauth_secret and dqe_oauth_secret_file in one block: '
+   . 'nginx -t fails');
+like($err, qr/\[emerg\] .*"dqe_oauth_secret" directive is duplicate/,
+     'saying so');
+
+done_testing();
