@@ -12,6 +12,7 @@
 #   make valgrind every token path under valgrind's memcheck
 #   make mutate   each mutant of mutate/mutants.txt against its test files:
 #                 every one must be caught (MUTANTS=id,... for some)
+#   make mutate-quick  one mutant per class (mutate/quick.txt), in CI
 #   make check-m32  the module compiled for a 32-bit nginx (-m32, -Werror)
 #   make check-build NGINX_SOURCE=dir
 #                 dynamic and static builds against that nginx source tree
@@ -44,7 +45,7 @@ DEPS       := nginx nginx-dev gcc make openssl curl python3 \
 SOURCES    := config $(wildcard src/*.c src/*.h)
 
 .PHONY: all deps run stop test bench asan static test-static fuzz valgrind \
-        mutate deb test-deb check-build check-m32 clean
+        mutate mutate-quick deb test-deb check-build check-m32 clean
 
 all: $(MODULE)
 
@@ -166,6 +167,12 @@ valgrind: deps $(MODULE)
 # in a copy of the tree (build/mutate), so that the tree is left as it is
 mutate: deps
 	TEST_NGINX_BINARY=$(NGINX) bash mutate/run.sh
+
+# one mutant per class (mutate/quick.txt), about 10 minutes: CI runs it
+mutate-quick: deps
+	TEST_NGINX_BINARY=$(NGINX) \
+	    MUTANTS=$$(grep -v '^#' mutate/quick.txt | paste -sd, -) \
+	    bash mutate/run.sh
 
 FUZZ_SECONDS ?= 60
 

@@ -43,6 +43,7 @@ my $http = "    server {\n"
     . join('', map { set("/r$_/") } 1 .. 9)
     . set('/esc/', licence => 'a\\\\b"c', secret => 's3cr3t-pass')
     . set('/ra1/') . set('/ra2/') . set('/ra3/')
+    . set('/w/') . set('/rn/', extra => 'dqe_oauth_refresh_ahead 90%;')
     . "    }\n";
 
 # licence a\b"c: nginx's own unescaping of the configuration takes "\\"
@@ -172,6 +173,31 @@ like($jbody, qr/"licence":"a\\\\b\\"c"/, 'JSON: a\\b"c as "a\\\\b\\"c"');
 like($prom, qr/^dqe_oauth_requests_total\{server="[^"]+",licence="a\\\\b\\"c",scope="client_address",secret="1",outcome="hit"\} 0$/m,
      'Prometheus: licence="a\\\\b\\"c", as the exposition format escapes');
 
+# --- each outcome under its own name: 1 miss and 2 waits; 1 miss, 1
+# renew, then hits ------------------------------------------------------------
+
+# /w/ 100713, /rn/ 100714
+
+mock(Test::DQE::fault(delay => 1, count => 1) =~ s/^GET //r);
+my @w = map { $ngx->get_later("/w/$_", 10) } 1 .. 3;
+is_deeply([map { $_->() } @w], [200, 200, 200], '/w/: 3 at once, DQE slow');
+
+mock('/__mock/config?ttl=4');
+is(($ngx->get('/rn/1'))[0], 200, '/rn/: a 4 s token');
+mock('/__mock/config?ttl=300');
+sleep 2;    # past its renewal point (halfway through its usable 3 s)
+is(($ngx->get('/rn/2'))[0], 200, '/rn/: a renewal starts');
+sleep 0.5;
+is(($ngx->get('/rn/3'))[0], 200, '/rn/: the renewed token');
+sleep 0.3;
+
+is_deeply(set_of('100713')->{requests},
+          { hit => 0, miss => 1, wait => 2, renew => 0, stale => 0,
+            error => 0, retry => 0 }, '/w/: 1 miss, 2 waits');
+is_deeply(set_of('100714')->{requests},
+          { hit => 1, miss => 1, wait => 0, renew => 1, stale => 0,
+            error => 0, retry => 0 }, '/rn/: 1 miss, 1 renew, 1 hit');
+
 # --- Retry-After ---------------------------------------------------------------
 
 sub retry_after {
@@ -181,7 +207,7 @@ sub retry_after {
     return "$st " . ($ra // '-');
 }
 
-# /ra1/ 100713, /ra2/ 100714, /ra3/ 100715
+# /ra1/ 100710, /ra2/ 100711, /ra3/ 100712
 
 mock(Test::DQE::fault(status => 503, header => 'Retry-After:7', count => 1)
      =~ s/^GET //r);
