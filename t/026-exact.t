@@ -194,6 +194,16 @@ sleep 0.3;
 is_deeply(set_of('100713')->{requests},
           { hit => 0, miss => 1, wait => 2, renew => 0, stale => 0,
             error => 0, retry => 0 }, '/w/: 1 miss, 2 waits');
+
+# its one token request took DQE's 1 s and a little: counted in the
+# buckets whose limits, as the README lists them, are above that
+
+my $wd = set_of('100713')->{fetch_duration};
+is_deeply($wd->{buckets},
+          { map { $_ => ($_ eq '+Inf' || $_ >= $wd->{sum} ? 1 : 0) }
+                qw(0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf) },
+          "/w/: a fetch of $wd->{sum} s in the buckets above it");
+cmp_ok($wd->{sum}, '>=', 1, '(at least DQE\'s 1 s)');
 is_deeply(set_of('100714')->{requests},
           { hit => 1, miss => 1, wait => 0, renew => 1, stale => 0,
             error => 0, retry => 0 }, '/rn/: 1 miss, 1 renew, 1 hit');
