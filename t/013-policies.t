@@ -118,6 +118,15 @@ is(scalar @lines, 2, 'its own [error] line');
 like($lines[-1] // '', qr/invalid_client .*; next token request in \d+ ms; 5 more refused since the last line/,
      'saying how many were left out');
 
+@st = map { ($ngx->get("/refused/again$_"))[0] } 1 .. 3;
+sleep 1.1;
+($st[0]) = $ngx->get('/refused/8');
+
+@lines = $ngx->log =~ /(\[error\] .*no token for .*licence "999999".*)/g;
+is(scalar @lines, 3, 'a second later, a third line');
+like($lines[-1] // '', qr/; 3 more refused since the last line/,
+     'the count starts again after each line: 3, not 8');
+
 like(mock('/__mock/stats?reset=counters'),
      Test::DQE::stats(token_requests => { POST => 1 }),
      'DQE was asked once: the others were refused during the backoff');
