@@ -44,6 +44,8 @@ my $http = "    server {\n"
     . set('/esc/', licence => 'a\\\\b"c', secret => 's3cr3t-pass')
     . set('/ra1/') . set('/ra2/') . set('/ra3/')
     . set('/w/') . set('/rn/', extra => 'dqe_oauth_refresh_ahead 90%;')
+    . set('/st/', extra => 'dqe_oauth_refresh_ahead 90%; '
+                           . 'add_header X-DQE-Status $dqe_oauth_status always;')
     . "    }\n";
 
 # licence a\b"c: nginx's own unescaping of the configuration takes "\\"
@@ -207,6 +209,28 @@ cmp_ok($wd->{sum}, '>=', 1, '(at least DQE\'s 1 s)');
 is_deeply(set_of('100714')->{requests},
           { hit => 1, miss => 1, wait => 0, renew => 1, stale => 0,
             error => 0, retry => 0 }, '/rn/: 1 miss, 1 renew, 1 hit');
+
+# --- a purge clears the backoff with the token: a renewal failed (STALE,
+# backing off), then the API refuses the token: the request is sent again
+# with a token fetched at once, not after the backoff ----------------------
+
+# /st/ 100715
+
+mock('/__mock/config?ttl=4');
+is(($ngx->get('/st/1'))[0], 200, '/st/: a 4 s token');
+mock('/__mock/config?ttl=300');
+sleep 2;    # past its renewal point
+mock(Test::DQE::fault(status => 500, count => 1) =~ s/^GET //r);
+is(($ngx->get('/st/2'))[0], 200, '/st/: its renewal starts, and fails');
+sleep 0.3;
+my $st_set = set_of('100715');
+ok($st_set->{backoff_until}, '/st/: backing off');
+
+mock('/__mock/revoke?licence=100715');
+my ($sst, undef, $shead) = $ngx->get('/st/3');
+my ($show) = $shead =~ /^X-DQE-Status: (\S+)/m;
+is("$sst $show", '200 RETRY',
+   '/st/: the token refused: dropped with its backoff, a new one at once');
 
 # --- Retry-After ---------------------------------------------------------------
 
