@@ -827,7 +827,7 @@ ngx_http_dqe_oauth_can_retry(ngx_http_request_t *r)
  * the content phase, whose upstream module builds its request anew,
  * body included (nginx keeps r->request_body's buffers or temp file).
  * The access phases are not run twice; r->upstream_states keeps both
- * attempts ($upstream_status "401, 200").
+ * attempts ($upstream_status "401 : 200").
  */
 
 static ngx_int_t

@@ -212,7 +212,7 @@ for my $where (qw(file mem)) {
        "$where: 200, the upstream got $len{$where} bytes");
     is($got->{body_sha256}, sha256_hex($data), "$where: the same bytes");
     like($h, qr/^X-Upstream-Status: 401 : 200\r?$/m,
-         "$where: \$upstream_status \"401, 200\"");
+         "$where: \$upstream_status \"401 : 200\"");
     like($h, qr/^X-DQE-Status: RETRY\r?$/m, "$where: RETRY");
     unlike($h, qr/^WWW-Authenticate:/mi, "$where: none of the 401's headers");
 }
