@@ -45,7 +45,11 @@ sub api {
 my $ngx = Test::DQE::Nginx->new('retry');
 my $port = $ngx->port;
 
-my $http = Test::DQE::fan_server()
+my $http = "    upstream dqe_ka {\n"
+    . "        server 127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};\n"
+    . "        keepalive 4;\n"
+    . "    }\n"
+    . Test::DQE::fan_server()
     . "    server {\n"
     . "        listen 127.0.0.1:$port;\n"
     . "        listen 127.0.0.1:${\ $ngx->port2} http2;\n"
@@ -61,6 +65,8 @@ my $http = Test::DQE::fan_server()
     . api('/cold/', 100006, 'bulk-pass')
     . api('/sub/', 100007, 'bulk-pass')
     . api('/coldburst/', 100008, 'bulk-pass')
+    . (api('/ka/', 100009, 'bulk-pass')
+       =~ s{proxy_pass [^;]+;}{proxy_pass https://dqe_ka; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_ssl_name 127.0.0.1;}r)
     . "        location = /ssi {\n"
     . "            ssi on;\n"
     . "            default_type text/html;\n"
@@ -255,6 +261,21 @@ mock('/__mock/revoke?licence=100007');
 like($b, qr/\A\{"error":"invalid_token"\}\z/, 'an SSI include gets the 401');
 is(status_of('100007')->{retries}, 0, 'no retry counted');
 like(($ngx->get('/ssi'))[1], qr/\A\{"ok":true/, 'the next include a new token');
+
+# --- an upstream{} block with keep-alive connections, HTTP/1.1 both ways ---
+
+my @ka = $ngx->keepalive(map { "/ka/warm$_" } 1 .. 3);
+is_deeply([map { $_->[0] } @ka], [200, 200, 200],
+          'keep-alive upstream, a keep-alive client: 3 requests, a token');
+
+mock('/__mock/revoke?licence=100009');
+
+@ka = $ngx->keepalive('/ka/a', '/ka/b', '/ka/c');
+is_deeply([map { my ($h) = $_->[2] =~ /^X-DQE-Status: (\S+)/m;
+                 "$_->[0] " . ($h // '-') } @ka],
+          ['200 RETRY', '200 HIT', '200 HIT'],
+          'one HTTP/1.1 connection: the refused request sent again, the '
+          . 'connection goes on');
 
 # --- HTTP/2 -----------------------------------------------------------------
 
