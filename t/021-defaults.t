@@ -22,6 +22,7 @@ use warnings;
 
 use Test::More;
 use Test::DQE;
+use JSON::PP ();
 use Time::HiRes qw(sleep time);
 
 sub mock { Test::DQE::mock(@_) }
@@ -94,6 +95,17 @@ like(mock('/__mock/stats'),
      Test::DQE::stats(refresh_requests => 1, refresh_ok => 0,
                       tokens_issued => 3),
      'one refresh request, refused; three tokens');
+
+# the cutoff, exactly: with no renewal ahead, the status's renewal time
+# is the cutoff, the default margin (10 s) before DQE's expiry
+
+my (undef, $sbody) = $ngx->get('/status');
+my ($mset) = grep { $_->{licence} eq '100711' }
+             @{ (eval { JSON::PP::decode_json($sbody) } || {})->{credentials}
+                || [] };
+is(sprintf('%.3f', ($mset->{token_expires} // 0)
+                   - ($mset->{token_renews} // 0)), '10.000',
+   '/margin/: the cutoff 10.000 s before DQE\'s expiry (the default margin)');
 
 # 0.8 s apart, in one worker: the worker's copy of the token made at
 # 37.5 s is younger than a second at 38.3 s, and still not used past the
