@@ -5,13 +5,17 @@
 #   status      the full JSON of a set after known traffic (every field),
 #               the times against the clock; the histogram's limits
 #   results     each cause of a failed token request in its own result,
-#               under the grant it was asked with
+#               under the grant it was asked with (refusals, 429, 403,
+#               503, garbage, a bad field, a closed connection, a reply
+#               too big, no connection, a 302, a timeout)
 #   failures    consecutive_failures back to 0 after a success
 #   escaping    a licence with a backslash and a quote, escaped in JSON
 #               and in Prometheus's labels
 #   Retry-After honoured for 429 and 503, not for 500; the header name
 #               in any case; to clients, the seconds left rounded up
 #   secret_file exactly one trailing "\n" or "\r\n" dropped
+#   Prometheus  every sample of the text format equal to the JSON's value
+#               (each set's and the zone's), none more
 #
 # Plain Test::More: one worker, so that every count is this script's.
 
@@ -46,6 +50,15 @@ my $http = "    server {\n"
     . set('/w/') . set('/rn/', extra => 'dqe_oauth_refresh_ahead 90%;')
     . set('/st/', extra => 'dqe_oauth_refresh_ahead 90%; '
                            . 'add_header X-DQE-Status $dqe_oauth_status always;')
+    . set('/k1/', port => $ENV{TEST_NGINX_DQE_FAULT_CLOSE})
+    . set('/k2/', port => $ENV{TEST_NGINX_DQE_FAULT_BIG})
+    . set('/k3/', port => 1)
+    . set('/k4/')
+    . "    }\n"
+    . "    server {\n"
+    . "        listen 127.0.0.1:${\ $ngx->port2};\n"
+    . "        proxy_read_timeout 1s;\n"
+    . set('/k5/', port => $ENV{TEST_NGINX_DQE_FAULT_SLOW})
     . "    }\n";
 
 # licence a\b"c: nginx's own unescaping of the configuration takes "\\"
@@ -158,6 +171,32 @@ for my $c (@causes) {
     is($s->{consecutive_failures}, 1, "/r$i/: one consecutive failure");
 }
 
+# /k1/ 100716 closed, /k2/ 100717 too big, /k3/ 100718 no connection,
+# /k4/ 100719 a 302 (a non-200 that is no error), /k5/ 100720 a timeout
+
+my @more = (
+    [ '/k1/x', 100716, 'bad_response' ],
+    [ '/k2/x', 100717, 'bad_response' ],
+    [ '/k3/x', 100718, 'connect' ],
+    [ '/k4/x', 100719, 'other_4xx', { status => 302, body => 'moved' } ],
+    [ '/k5/x', 100720, 'timeout' ],
+);
+
+for my $c (@more) {
+    my ($path, $licence, $result, $fault) = @$c;
+
+    mock(Test::DQE::fault(%$fault, count => 1) =~ s/^GET //r) if $fault;
+    my ($st) = $ngx->get($path, 20, $path =~ /k5/ ? $ngx->port2 : undef);
+    is($st, 502, "$path: 502");
+    is_deeply(set_of($licence)->{fetches},
+              { client_credentials => results($result => 1),
+                refresh_token => results() },
+              "$path: counted under client_credentials, $result");
+}
+
+like($ngx->log, qr/\[error\] .*licence "100719".*DQE answered 302 without a known OAuth2 error/,
+     '/k4/: the 302 named in its line');
+
 # --- consecutive_failures back to 0 after a success ---------------------------
 
 sleep 1.1;   # /r7/'s backoff (1 s for a 5xx) is over
@@ -262,10 +301,78 @@ sleep(2.5 - (time - $t503));
 is(retry_after('/ra1/2'), '502 5',
    '2.5 s later: the 4.5 s left, rounded up: 5');
 
+# --- Prometheus says what the JSON says, sample for sample -----------------------
+
+sleep 0.3;
+my ($jst2, $jtext) = $ngx->get('/status');
+my ($pst2, $ptext) = $ngx->get('/status?format=prometheus');
+my $j = JSON::PP::decode_json($jtext);
+
+my %got;
+for (split /\n/, $ptext) {
+    next if /^#/;
+    my ($name, $labels, $value) = /^dqe_oauth_(\w+)(?:\{(.*)\})? (\S+)$/
+        or do { fail("a sample line: $_"); next };
+    $got{"$name $labels"} = $value;
+}
+
+my %samples;
+my $t = sub { defined $_[0] ? sprintf('%.3f', $_[0]) : undef };
+my $esc = sub { my $v = shift; $v =~ s/(["\\])/\\$1/g; $v };
+
+$samples{"info version=\"$j->{version}\""} = 1;
+
+for my $c (@{ $j->{credentials} }) {
+    my $l = sprintf('server="%s",licence="%s",scope="%s",secret="%d"',
+                    $esc->($c->{server}), $esc->($c->{licence}),
+                    $esc->($c->{scope}), $c->{secret});
+
+    $samples{"requests_total $l,outcome=\"$_\""} = $c->{requests}{$_}
+        for keys %{ $c->{requests} };
+
+    for my $g (keys %{ $c->{fetches} }) {
+        $samples{"fetches_total $l,grant=\"$g\",result=\"$_\""}
+            = $c->{fetches}{$g}{$_} for keys %{ $c->{fetches}{$g} };
+    }
+
+    $samples{"fetch_duration_seconds_bucket $l,le=\"$_\""}
+        = $c->{fetch_duration}{buckets}{$_}
+        for keys %{ $c->{fetch_duration}{buckets} };
+    $samples{"fetch_duration_seconds_sum $l"} = $t->($c->{fetch_duration}{sum});
+    $samples{"fetch_duration_seconds_count $l"} = $c->{fetch_duration}{count};
+
+    my %times = (token_expiry_timestamp_seconds => 'token_expires',
+                 token_renewal_timestamp_seconds => 'token_renews',
+                 refresh_token_expiry_timestamp_seconds
+                     => 'refresh_token_expires',
+                 last_success_timestamp_seconds => 'last_success',
+                 backoff_until_timestamp_seconds => 'backoff_until');
+
+    for my $m (keys %times) {
+        my $v = $t->($c->{ $times{$m} });
+        $samples{"$m $l"} = $v if defined $v;
+    }
+
+    $samples{"consecutive_failures $l"} = $c->{consecutive_failures};
+    $samples{"fetch_in_flight $l"} = $c->{fetch_in_flight} ? 1 : 0;
+    $samples{"purges_total $l"} = $c->{purges};
+    $samples{"retries_total $l"} = $c->{retries};
+}
+
+my $z = sprintf('zone="%s"', $j->{zone}{name});
+$samples{"zone_size_bytes $z"} = $j->{zone}{size};
+$samples{"zone_used_bytes $z"} = $j->{zone}{used};
+$samples{"zone_entries $z"} = $j->{zone}{entries};
+$samples{"zone_evictions_total $z"} = $j->{zone}{evictions};
+$samples{"zone_allocation_failures_total $z"} = $j->{zone}{allocation_failures};
+
+is_deeply(\%got, \%samples, scalar(keys %samples) . ' Prometheus samples, each '
+          . 'the JSON\'s value, none more');
+
 ok($ngx->stop, 'quit');
 
 Test::DQE::log_ok($ngx->log,
-    qr/\[error\](?!.*no token for|.*upstream sent no valid HTTP)/);
+    qr/\[error\](?!.*no token for|.*upstream sent no valid HTTP|.*upstream (?:prematurely closed|timed out)|.*connect\(\) failed|.*too big)/);
 
 # --- secret_file: exactly one trailing newline dropped --------------------------
 
