@@ -59,6 +59,7 @@ my $http = "    server {\n"
     . "        listen 127.0.0.1:${\ $ngx->port2};\n"
     . "        proxy_read_timeout 1s;\n"
     . set('/k5/', port => $ENV{TEST_NGINX_DQE_FAULT_SLOW})
+    . set('/p0/', extra => 'dqe_oauth_retry_on_401 off;')
     . "    }\n";
 
 # licence a\b"c: nginx's own unescaping of the configuration takes "\\"
@@ -302,6 +303,14 @@ is(retry_after('/ra1/2'), '502 5',
    '2.5 s later: the 4.5 s left, rounded up: 5');
 
 # --- Prometheus says what the JSON says, sample for sample -----------------------
+
+# a set with a purge and no retry (/p0/ 100721, dqe_oauth_retry_on_401 off)
+
+is(($ngx->get('/p0/1', undef, $ngx->port2))[0], 200, '/p0/: a token');
+mock('/__mock/revoke?licence=100721');
+is(($ngx->get('/p0/2', undef, $ngx->port2))[0], 401, '/p0/: revoked: 401');
+is(join(' ', @{ set_of('100721') }{qw(purges retries)}), '1 0',
+   '/p0/: 1 purge, 0 retries');
 
 sleep 0.3;
 my ($jst2, $jtext) = $ngx->get('/status');
