@@ -423,7 +423,6 @@ ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
     cred->refresh_ahead_pct = conf->refresh_ahead_pct;
     cred->refresh_token = conf->refresh_token;
     cred->keep_warm = conf->keep_warm;
-    cred->purge = conf->purge;
 
     /* the key: endpoint, licence, scope and secret, NUL-separated */
 
@@ -450,8 +449,7 @@ ngx_http_dqe_oauth_add_cred(ngx_conf_t *cf, ngx_http_dqe_oauth_loc_conf_t *conf)
             && credp[i]->refresh_ahead == cred->refresh_ahead
             && credp[i]->refresh_ahead_pct == cred->refresh_ahead_pct
             && credp[i]->refresh_token == cred->refresh_token
-            && credp[i]->keep_warm == cred->keep_warm
-            && credp[i]->purge == cred->purge)
+            && credp[i]->keep_warm == cred->keep_warm)
         {
             return credp[i];
         }

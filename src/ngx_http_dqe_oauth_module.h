@@ -148,7 +148,6 @@ typedef struct {
     ngx_uint_t                      refresh_ahead_pct;
     ngx_flag_t                      refresh_token;
     ngx_flag_t                      keep_warm;
-    ngx_flag_t                      purge;      /* on a 401 */
 
     ngx_queue_t                     waiters;    /* this worker's requests */
     ngx_msec_t                      refused_at; /* a fresh token's 401 line */
