@@ -83,6 +83,9 @@ like(mock('/__mock/stats'), Test::DQE::stats(token_requests => { POST => 80 }),
 my (undef, $json) = $ngx->get('/status');
 my ($entries) = $json =~ /"entries":(\d+)/;
 is($entries, 40, 'the zone holds 40 of them');
+my ($evictions, $failures) = $json =~ /"evictions":(\d+),"allocation_failures":(\d+)/;
+is("$evictions $failures", '40 0',
+   'round 1 evicted 40 entries for sets 41 to 80; no allocation failed');
 
 unlike($ngx->log, qr/\[alert\]/, 'no [alert]');
 
@@ -116,6 +119,11 @@ my @got = map {
 
 is_deeply(\@got, ['502 1', '502 1', '502 1'],
           'the 41st set: 502 with Retry-After: 1, three times');
+
+(undef, $json) = $ngx->get('/status');
+my ($failed) = $json =~ /"allocation_failures":(\d+)/;
+is($failed, 1, 'one allocation failed: the first request\'s; the two '
+   . 'others found the set backing off in this worker and tried none');
 
 my @room = substr($ngx->log, $mark) =~ /(\[alert\] .*no room in dqe_oauth_zone for [^;]*licence "100041".*)/g;
 is(scalar @room, 1, 'one [alert] for it') or diag(join "\n", @room);

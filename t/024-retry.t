@@ -121,6 +121,11 @@ is($set->{retries}, $stats->{api}{401},
 is($set->{purges}, 1, 'one purge');
 is($set->{requests}{retry}, $stats->{api}{401},
    'as many requests counted as "retry"');
+my $total = 0;
+$total += $_ for values %{ $set->{requests} };
+is($total, 400 + $stats->{api}{401},
+   'a request sent again counts twice (its first pass, then "retry"): '
+   . '400 requests, ' . (400 + $stats->{api}{401}) . ' counted');
 is(warns(qr/\[warn\] .*dqe_oauth: the API refused the token for .*licence "123456".*it is dropped, the request is sent again with a new one/),
    1, 'one [warn] line');
 

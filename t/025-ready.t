@@ -59,6 +59,14 @@ is_deeply($json, { ready => JSON::PP::false, sets => 1, not_ready => [{
     why => 'token request under way', backoff_until => undef,
     last_error => undef }] }, 'the set, and why');
 
+my (undef, $sbody) = $ngx->get('/status');
+my ($a) = grep { $_->{licence} eq '123456' }
+          @{ (eval { JSON::PP::decode_json($sbody) } || {})->{credentials}
+             || [] };
+is_deeply([@{ $a || {} }{qw(fetch_in_flight token_expires)}],
+          [JSON::PP::true, undef],
+          'the status: fetch_in_flight true, no token yet');
+
 for (1 .. 60) {
     ($st) = ready('ready');
     last if $st == 200;
