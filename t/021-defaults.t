@@ -96,6 +96,19 @@ like(mock('/__mock/stats'),
                       tokens_issued => 3),
      'one refresh request, refused; three tokens');
 
+# counted under the grant each was asked with: the refused refresh under
+# refresh_token, invalid_grant; the three tokens under client_credentials
+
+my (undef, $gbody) = $ngx->get('/status');
+my ($aset) = grep { $_->{licence} eq '100712' }
+             @{ (eval { JSON::PP::decode_json($gbody) } || {})->{credentials}
+                || [] };
+is(join(' ', map { "$_=" . ($aset->{fetches}{refresh_token}{$_} // '-') }
+                 qw(success invalid_grant)),
+   'success=0 invalid_grant=1', '/ahead/: refresh_token: 1 invalid_grant');
+is($aset->{fetches}{client_credentials}{success}, 2,
+   '/ahead/: client_credentials: 2 successes (the first, the fallback)');
+
 # the cutoff, exactly: with no renewal ahead, the status's renewal time
 # is the cutoff, the default margin (10 s) before DQE's expiry
 
