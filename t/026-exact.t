@@ -302,6 +302,19 @@ sleep(2.5 - (time - $t503));
 is(retry_after('/ra1/2'), '502 5',
    '2.5 s later: the 4.5 s left, rounded up: 5');
 
+# --- the default renewal ahead, exactly: 20 % of a 300 s token is 60 s -----------
+#
+# the renewal point moves by a draw of the instance (kept in the zone)
+# and a value of the set (its digest): the same for /a/ with the default
+# and, after a reload, with "dqe_oauth_refresh_ahead 60s"
+
+(my $http60 = $http) =~ s{(location /a/ \{\n)}{$1        dqe_oauth_refresh_ahead 60s;\n};
+ok($ngx->reload(http => $http60), 'reload: /a/ with dqe_oauth_refresh_ahead 60s');
+my $a60 = set_of('100700');
+is(sprintf('%.3f', $a60->{token_expires} - $a60->{token_renews}),
+   sprintf('%.3f', $ahead),
+   'its renewal point is the default\'s, to the millisecond: 20 % is 60 s');
+
 # --- Prometheus says what the JSON says, sample for sample -----------------------
 
 # a set with a purge and no retry (/p0/ 100721, dqe_oauth_retry_on_401 off)
