@@ -185,6 +185,9 @@ ngx_http_dqe_oauth_fetch(ngx_http_dqe_oauth_cred_t *cred, ngx_uint_t why,
         ngx_memzero(&failure, sizeof(ngx_http_dqe_oauth_failure_t));
         failure.error = NGX_HTTP_DQE_OAUTH_ERR_INTERNAL;
 
+        /* a token request that never started is counted as "internal" */
+        ngx_http_dqe_oauth_zone_count(cred, &claim, failure.error);
+
         (void) ngx_http_dqe_oauth_zone_fail(cred, &claim, &failure, &retry);
         goto failed;
     }

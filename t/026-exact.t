@@ -396,6 +396,37 @@ ok($ngx->stop, 'quit');
 Test::DQE::log_ok($ngx->log,
     qr/\[error\](?!.*no token for|.*upstream sent no valid HTTP|.*upstream (?:prematurely closed|timed out)|.*connect\(\) failed|.*too big)/);
 
+# --- a token request that cannot start: worker_connections 3 (the
+# listening socket, the channel to the master, the client): no connection
+# is left for the token request's anchor -----------------------------------
+
+my $wc = Test::DQE::Nginx->new('exact-connections');
+
+ok($wc->start(http => "    server {\n"
+                      . "        listen 127.0.0.1:${\ $wc->port};\n"
+                      . "        location = /status { dqe_oauth_status; }\n"
+                      . set('/n/', licence => 100730)
+                      . "    }\n",
+              workers => 1, connections => 3),
+   'nginx starts with worker_connections 3');
+
+is(($wc->get('/n/x'))[0], 502, 'no connection for the token request: 502');
+like($wc->log, qr/\[alert\] .*dqe_oauth: could not start a token request for server "[^"]+", licence "100730", scope "client_address": out of memory, file descriptors or worker_connections/,
+     'the [alert] of the Troubleshooting table');
+like($wc->log, qr/\[error\] .*dqe_oauth: no token for .*licence "100730".*: could not start the token request \(see the alert before: out of memory, file descriptors or worker_connections\)/,
+     'the [error] line: the Errors table\'s cause');
+
+sleep 0.3;
+my (undef, $wbody) = $wc->get('/status');
+my ($wn) = grep { $_->{licence} eq '100730' }
+           @{ (eval { JSON::PP::decode_json($wbody) } || {})->{credentials}
+              || [] };
+is_deeply([$wn->{requests}{error}, $wn->{fetches}{client_credentials}],
+          [1, results(internal => 1)],
+          'counted: 1 error, the token request\'s result "internal"');
+
+ok($wc->stop, 'quit');
+
 # --- secret_file: exactly one trailing newline dropped --------------------------
 
 my $sf = Test::DQE::Nginx->new('exact-secret');

@@ -413,7 +413,7 @@ error_log logs/error.log debug;
 worker_shutdown_timeout @{[ $c->{shutdown_timeout} // '30s' ]};
 
 events {
-    worker_connections 1024;
+    worker_connections @{[ $c->{connections} // 1024 ]};
 }
 
 http {
