@@ -79,6 +79,8 @@ static u_char *ngx_http_dqe_oauth_zone_metrics(ngx_http_dqe_oauth_sink_t *s,
     u_char *p, ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone);
 static u_char *ngx_http_dqe_oauth_labels(u_char *p, u_char *last,
     ngx_http_dqe_oauth_set_t *set);
+static u_char *ngx_http_dqe_oauth_json_set(u_char *p, u_char *last,
+    ngx_http_dqe_oauth_set_t *set);
 static u_char *ngx_http_dqe_oauth_escape(u_char *p, u_char *last,
     ngx_str_t *s);
 static u_char *ngx_http_dqe_oauth_time(u_char *p, u_char *last, uint64_t ms,
@@ -511,14 +513,9 @@ ngx_http_dqe_oauth_ready(ngx_http_dqe_oauth_sink_t *s, u_char *p,
 
         ngx_http_dqe_oauth_line(s, p, last);
 
-        p = ngx_slprintf(p, last, "%s{\"server\":\"", n++ ? "," : "");
-        p = ngx_http_dqe_oauth_escape(p, last, &cred->endpoint->url);
-        p = ngx_slprintf(p, last, "\",\"licence\":\"");
-        p = ngx_http_dqe_oauth_escape(p, last, &cred->licence);
-        p = ngx_slprintf(p, last, "\",\"scope\":\"");
-        p = ngx_http_dqe_oauth_escape(p, last, &cred->scope);
-        p = ngx_slprintf(p, last, "\",\"secret\":%ui,\"why\":\"%s\","
-                         "\"backoff_until\":", set[i].secret,
+        p = ngx_slprintf(p, last, "%s{", n++ ? "," : "");
+        p = ngx_http_dqe_oauth_json_set(p, last, &set[i]);
+        p = ngx_slprintf(p, last, ",\"why\":\"%s\",\"backoff_until\":",
                          set[i].st.backoff_until ? "backing off"
                          : set[i].st.in_flight ? "token request under way"
                                                : "no token");
@@ -553,10 +550,9 @@ static u_char *
 ngx_http_dqe_oauth_json(ngx_http_dqe_oauth_sink_t *s, u_char *p,
     ngx_array_t *sets, ngx_http_dqe_oauth_zone_stats_t *zs, ngx_str_t *zone)
 {
-    u_char                     *last;
-    ngx_uint_t                  i, j, k, sum;
-    ngx_http_dqe_oauth_set_t   *set;
-    ngx_http_dqe_oauth_cred_t  *cred;
+    u_char                    *last;
+    ngx_uint_t                 i, j, k, sum;
+    ngx_http_dqe_oauth_set_t  *set;
 
     last = s->b->end;
 
@@ -572,18 +568,11 @@ ngx_http_dqe_oauth_json(ngx_http_dqe_oauth_sink_t *s, u_char *p,
     set = sets->elts;
 
     for (i = 0; i < sets->nelts; i++) {
-        cred = set[i].cred;
-
         ngx_http_dqe_oauth_line(s, p, last);
 
-        p = ngx_slprintf(p, last, "%s{\"server\":\"", i ? "," : "");
-        p = ngx_http_dqe_oauth_escape(p, last, &cred->endpoint->url);
-        p = ngx_slprintf(p, last, "\",\"licence\":\"");
-        p = ngx_http_dqe_oauth_escape(p, last, &cred->licence);
-        p = ngx_slprintf(p, last, "\",\"scope\":\"");
-        p = ngx_http_dqe_oauth_escape(p, last, &cred->scope);
-        p = ngx_slprintf(p, last, "\",\"secret\":%ui,\"requests\":{",
-                         set[i].secret);
+        p = ngx_slprintf(p, last, "%s{", i ? "," : "");
+        p = ngx_http_dqe_oauth_json_set(p, last, &set[i]);
+        p = ngx_slprintf(p, last, ",\"requests\":{");
 
         for (j = 0; j < NGX_HTTP_DQE_OAUTH_OUTCOMES; j++) {
             p = ngx_slprintf(p, last, "%s\"%s\":%uL", j ? "," : "",
@@ -917,6 +906,23 @@ ngx_http_dqe_oauth_labels(u_char *p, u_char *last,
     p = ngx_http_dqe_oauth_escape(p, last, &set->cred->scope);
 
     return ngx_slprintf(p, last, "\",secret=\"%ui\"", set->secret);
+}
+
+
+/* a credential set's name in JSON: server, licence, scope, secret */
+
+static u_char *
+ngx_http_dqe_oauth_json_set(u_char *p, u_char *last,
+    ngx_http_dqe_oauth_set_t *set)
+{
+    p = ngx_slprintf(p, last, "\"server\":\"");
+    p = ngx_http_dqe_oauth_escape(p, last, &set->cred->endpoint->url);
+    p = ngx_slprintf(p, last, "\",\"licence\":\"");
+    p = ngx_http_dqe_oauth_escape(p, last, &set->cred->licence);
+    p = ngx_slprintf(p, last, "\",\"scope\":\"");
+    p = ngx_http_dqe_oauth_escape(p, last, &set->cred->scope);
+
+    return ngx_slprintf(p, last, "\",\"secret\":%ui", set->secret);
 }
 
 
