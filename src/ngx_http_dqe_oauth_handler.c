@@ -11,9 +11,10 @@
  *
  * The warm path reads this worker's copy of the token (the L1, kept by
  * ngx_http_dqe_oauth_worker.c), checked against the zone's generation:
- * no lock, no shared write.  It goes to the zone once the copy is a second old (to
- * keep the entry's LRU place) or past its "until".  Request counts are
- * kept per worker and added to the zone at most 100 ms later.
+ * no lock, no shared write.  It goes to the zone once the copy is a
+ * second old (to keep the entry's LRU place) or past its "until".
+ * Request counts are kept per worker and added to the zone at most
+ * 100 ms later.
  */
 
 
@@ -51,6 +52,8 @@ typedef struct {
 static ngx_int_t ngx_http_dqe_oauth_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_dqe_oauth_room_fail(ngx_http_request_t *r,
     ngx_http_dqe_oauth_ctx_t *ctx, ngx_msec_t left);
+static void ngx_http_dqe_oauth_settle(ngx_http_dqe_oauth_ctx_t *ctx,
+    ngx_uint_t outcome);
 static void ngx_http_dqe_oauth_count(ngx_http_dqe_oauth_cred_t *cred,
     ngx_uint_t outcome);
 static void ngx_http_dqe_oauth_flush_handler(ngx_event_t *ev);
@@ -251,15 +254,15 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
         && ngx_http_dqe_oauth_l1_kept(cred, &token))
     {
         if (ctx) {
-            ctx->done = 1;
-            ctx->outcome = ctx->retried ? NGX_HTTP_DQE_OAUTH_RETRY
-                           : !ctx->waiting ? NGX_HTTP_DQE_OAUTH_HIT
-                           : ctx->started ? NGX_HTTP_DQE_OAUTH_MISS
-                                          : NGX_HTTP_DQE_OAUTH_WAIT;
+            ngx_http_dqe_oauth_settle(ctx,
+                                      !ctx->waiting ? NGX_HTTP_DQE_OAUTH_HIT
+                                      : ctx->started ? NGX_HTTP_DQE_OAUTH_MISS
+                                                    : NGX_HTTP_DQE_OAUTH_WAIT);
+
+        } else {
+            ngx_http_dqe_oauth_count(cred, NGX_HTTP_DQE_OAUTH_HIT);
         }
 
-        ngx_http_dqe_oauth_count(cred, ctx ? ctx->outcome
-                                           : NGX_HTTP_DQE_OAUTH_HIT);
         return ngx_http_dqe_oauth_set_header(r, &token);
     }
 
@@ -363,6 +366,21 @@ ngx_http_dqe_oauth_create_ctx(ngx_http_request_t *r,
 }
 
 
+/*
+ * A request's outcome, for $dqe_oauth_status and the counters: RETRY for
+ * one sent again after a 401, whatever its second pass got
+ */
+
+static void
+ngx_http_dqe_oauth_settle(ngx_http_dqe_oauth_ctx_t *ctx, ngx_uint_t outcome)
+{
+    ctx->done = 1;
+    ctx->outcome = ctx->retried ? NGX_HTTP_DQE_OAUTH_RETRY : outcome;
+
+    ngx_http_dqe_oauth_count(ctx->cred, ctx->outcome);
+}
+
+
 /* a request's outcome, counted here and added to the zone soon */
 
 static void
@@ -428,17 +446,16 @@ static ngx_int_t
 ngx_http_dqe_oauth_use(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
     ngx_http_dqe_oauth_view_t *view)
 {
-    ngx_int_t  rc;
-
-    ctx->done = 1;
+    ngx_int_t   rc;
+    ngx_uint_t  outcome;
 
     if (ctx->waiting) {
-        ctx->outcome = ctx->started ? NGX_HTTP_DQE_OAUTH_MISS
-                                    : NGX_HTTP_DQE_OAUTH_WAIT;
+        outcome = ctx->started ? NGX_HTTP_DQE_OAUTH_MISS
+                               : NGX_HTTP_DQE_OAUTH_WAIT;
 
     } else {
-        ctx->outcome = view->stale ? NGX_HTTP_DQE_OAUTH_STALE
-                                   : NGX_HTTP_DQE_OAUTH_HIT;
+        outcome = view->stale ? NGX_HTTP_DQE_OAUTH_STALE
+                              : NGX_HTTP_DQE_OAUTH_HIT;
     }
 
     /* first: view->token is in a buffer the next zone call overwrites */
@@ -454,14 +471,10 @@ ngx_http_dqe_oauth_use(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
                                     r->connection->log, NULL)
            == NGX_OK)
     {
-        ctx->outcome = NGX_HTTP_DQE_OAUTH_RENEWED;
+        outcome = NGX_HTTP_DQE_OAUTH_RENEWED;
     }
 
-    if (ctx->retried) {
-        ctx->outcome = NGX_HTTP_DQE_OAUTH_RETRY;
-    }
-
-    ngx_http_dqe_oauth_count(ctx->cred, ctx->outcome);
+    ngx_http_dqe_oauth_settle(ctx, outcome);
 
     return rc;
 }
@@ -529,11 +542,7 @@ ngx_http_dqe_oauth_fail(ngx_http_request_t *r, ngx_http_dqe_oauth_ctx_t *ctx,
     ngx_uint_t                      level;
     ngx_http_dqe_oauth_loc_conf_t  *conf;
 
-    ctx->done = 1;
-    ctx->outcome = ctx->retried ? NGX_HTTP_DQE_OAUTH_RETRY
-                                : NGX_HTTP_DQE_OAUTH_ERROR;
-
-    ngx_http_dqe_oauth_count(ctx->cred, ctx->outcome);
+    ngx_http_dqe_oauth_settle(ctx, NGX_HTTP_DQE_OAUTH_ERROR);
 
     last = buf + sizeof(buf);
 
