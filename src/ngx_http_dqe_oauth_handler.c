@@ -196,6 +196,7 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
 {
     ngx_int_t                       rc;
     ngx_str_t                       token;
+    ngx_uint_t                      kept;
     ngx_msec_t                      left;
     ngx_uint_t                     *since;
     ngx_http_dqe_oauth_ctx_t       *ctx;
@@ -240,8 +241,6 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
 
     since = (ctx && ctx->waiting) ? &ctx->since : NULL;
 
-    rc = ngx_http_dqe_oauth_zone_get(cred, since, &view);
-
     /*
      * the zone could not keep the set (evicted, or no room for the token
      * this worker fetched): this worker's copy serves until its refresh
@@ -249,9 +248,14 @@ ngx_http_dqe_oauth_handler(ngx_http_request_t *r)
      * worker, not one per request
      */
 
-    if (((rc == NGX_DECLINED && view.absent)
-         || (rc == NGX_BUSY && view.error == NGX_HTTP_DQE_OAUTH_ERR_NO_ROOM))
-        && ngx_http_dqe_oauth_l1_kept(cred, &token))
+    kept = ngx_http_dqe_oauth_l1_kept(cred, &token);
+
+    rc = ngx_http_dqe_oauth_zone_get(cred, since,
+                                     kept == NGX_HTTP_DQE_OAUTH_KEPT, &view);
+
+    if ((kept && rc == NGX_DECLINED && view.absent)
+        || (kept == NGX_HTTP_DQE_OAUTH_KEPT && rc == NGX_BUSY
+            && view.error == NGX_HTTP_DQE_OAUTH_ERR_NO_ROOM))
     {
         if (ctx) {
             ngx_http_dqe_oauth_settle(ctx,

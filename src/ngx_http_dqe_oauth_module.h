@@ -33,6 +33,13 @@
 #define NGX_HTTP_DQE_OAUTH_METHOD_POST     0
 #define NGX_HTTP_DQE_OAUTH_METHOD_GET      1
 
+/* what ngx_http_dqe_oauth_l1_kept() finds */
+#define NGX_HTTP_DQE_OAUTH_COPY            1   /* made from the zone */
+#define NGX_HTTP_DQE_OAUTH_KEPT            2   /* the zone had no room */
+
+/* the generation of a kept copy: none the zone reaches */
+#define NGX_HTTP_DQE_OAUTH_NOT_STORED      ((ngx_atomic_uint_t) -1)
+
 
 /* why no token could be had: one log text each (the cause table) */
 
@@ -347,7 +354,7 @@ uint64_t ngx_http_dqe_oauth_now(void);
 ngx_shm_zone_t *ngx_http_dqe_oauth_add_zone(ngx_conf_t *cf, ngx_str_t *name,
     size_t size);
 ngx_int_t ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_uint_t *since, ngx_http_dqe_oauth_view_t *view);
+    ngx_uint_t *since, ngx_flag_t kept, ngx_http_dqe_oauth_view_t *view);
 ngx_int_t ngx_http_dqe_oauth_zone_claim(ngx_http_dqe_oauth_cred_t *cred,
     ngx_uint_t why, ngx_http_dqe_oauth_claim_t *claim, ngx_msec_t *next);
 ngx_int_t ngx_http_dqe_oauth_zone_store(ngx_http_dqe_oauth_cred_t *cred,
@@ -405,7 +412,7 @@ ngx_int_t ngx_http_dqe_oauth_add_variables(ngx_conf_t *cf);
 /* ngx_http_dqe_oauth_worker.c */
 ngx_flag_t ngx_http_dqe_oauth_l1(ngx_http_dqe_oauth_cred_t *cred,
     ngx_str_t *token);
-ngx_flag_t ngx_http_dqe_oauth_l1_kept(ngx_http_dqe_oauth_cred_t *cred,
+ngx_uint_t ngx_http_dqe_oauth_l1_kept(ngx_http_dqe_oauth_cred_t *cred,
     ngx_str_t *token);
 void ngx_http_dqe_oauth_l1_keep(ngx_http_dqe_oauth_cred_t *cred,
     ngx_str_t *token, uint64_t until);

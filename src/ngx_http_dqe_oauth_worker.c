@@ -50,13 +50,15 @@ ngx_http_dqe_oauth_l1(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token)
 
 
 /*
- * This worker's copy of a token the zone no longer holds (evicted, or
- * never stored for lack of room), until its "until": it is this worker's
- * alone, so no generation can tell whether it still holds; a 401 for it
- * drops it (the header filter)
+ * This worker's copy of a token the zone no longer holds, until its
+ * "until": NGX_HTTP_DQE_OAUTH_COPY, made from the zone (which has since
+ * evicted the set), or NGX_HTTP_DQE_OAUTH_KEPT, fetched here and never
+ * stored for lack of room; 0, none.  It is this worker's alone, so no
+ * generation can tell whether it still holds; a 401 for it drops it
+ * (the header filter).
  */
 
-ngx_flag_t
+ngx_uint_t
 ngx_http_dqe_oauth_l1_kept(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token)
 {
     if (!cred->l1_valid
@@ -69,7 +71,8 @@ ngx_http_dqe_oauth_l1_kept(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token)
     token->data = cred->l1_data;
     token->len = cred->l1_len;
 
-    return 1;
+    return cred->l1_generation == NGX_HTTP_DQE_OAUTH_NOT_STORED
+           ? NGX_HTTP_DQE_OAUTH_KEPT : NGX_HTTP_DQE_OAUTH_COPY;
 }
 
 
@@ -85,7 +88,7 @@ ngx_http_dqe_oauth_l1_keep(ngx_http_dqe_oauth_cred_t *cred, ngx_str_t *token,
 
     view.token = *token;
     view.until = until;
-    view.generation = (ngx_atomic_uint_t) -1;   /* the warm path never */
+    view.generation = NGX_HTTP_DQE_OAUTH_NOT_STORED;  /* never the warm path */
 
     ngx_http_dqe_oauth_l1_copy(cred, &view);
 }

@@ -709,6 +709,11 @@ ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
  * wait, or NULL.  Once that fetch has ended, the request is served by
  * it: its failure, or its token even past the cutoff while DQE still
  * holds it valid (a token that expires on arrival serves its waiters).
+ * kept: this worker holds a token the zone had no room for.  While the
+ * zone has no live one and says so (NGX_BUSY, no room), that token
+ * serves, even with a fetch of another worker in flight; the failure
+ * takes none of the set's log lines, which another worker's requests,
+ * failing for it, write.
  *
  * A live token's view holds, for the L1, until the next time at which
  * the answer would change with no change to the entry: the refresh
@@ -718,7 +723,7 @@ ngx_http_dqe_oauth_failure(ngx_http_dqe_oauth_node_t *dn,
 
 ngx_int_t
 ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
-    ngx_uint_t *since, ngx_http_dqe_oauth_view_t *view)
+    ngx_uint_t *since, ngx_flag_t kept, ngx_http_dqe_oauth_view_t *view)
 {
     uint64_t                    now, until;
     ngx_int_t                   rc;
@@ -778,6 +783,12 @@ ngx_http_dqe_oauth_zone_get(ngx_http_dqe_oauth_cred_t *cred,
 
         view->until = ngx_http_dqe_oauth_after(until, t.cutoff)
                       ? t.cutoff : until;
+        goto done;
+    }
+
+    if (kept && dn->error == NGX_HTTP_DQE_OAUTH_ERR_NO_ROOM) {
+        view->error = dn->error;
+        rc = NGX_BUSY;
         goto done;
     }
 

@@ -8,6 +8,10 @@
 #               first round found its set evicted and fetched again)
 #   no room     a set that cannot even get an entry: 502 with
 #               Retry-After at once, one [alert] a second
+#   not stored  a token too long for its entry and no room for it: the
+#               worker that fetched it serves it (and its next
+#               requests), the other's waiters get 502 and one [error]
+#               with the cause "token not storable"
 #   keep-warm   150 sets with dqe_oauth_keep_warm: the first 40 are kept
 #               warm, 40 token requests, no [alert] (0.3.0: 301 token
 #               requests in 14 s and thousands of [alert] lines); they
@@ -140,6 +144,135 @@ sleep 1.2;
 is(($ngx->get('/c41/after'))[0], 200, 'after the backoff, with room: 200');
 
 ok($ngx->stop, 'quit');
+
+# --- a token the zone cannot store --------------------------------------------
+#
+# 39 sets fill the zone with their token requests in flight (DQE answers
+# in 6 s), a 40th takes the last entry; its token (1002 bytes) is too
+# long to sit in the entry, and no entry can be evicted for it.  The
+# worker that fetched it keeps it for its own requests (200) and says so
+# in an [alert]; the other worker's requests, which waited for that
+# token request, get 502 and the README's cause "token not storable".
+# Two workers, "reuseport": 16 requests on connections of their own
+# land on both.
+
+my $ns = Test::DQE::Nginx->new('zone-pressure-store');
+
+sub big_later {
+    my ($path) = @_;
+
+    pipe(my $rd, my $wr) or die "pipe: $!";
+
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        close $rd;
+        my ($st, undef, $h) = $ns->get($path, 15);
+        my ($worker) = $h =~ /^X-Pid: *(\d+)/mi;
+        my ($ra) = $h =~ /^Retry-After: *(\S+)/mi;
+        syswrite $wr, join(' ', $st, $worker // '-', $ra // '-') . "\n";
+        POSIX::_exit(0);
+    }
+
+    close $wr;
+
+    return sub {
+        waitpid($pid, 0);
+        my $line = <$rd> // "0 - -\n";
+        chomp $line;
+        return [split / /, $line];
+    };
+}
+
+ok($ns->start(http => "    dqe_oauth_zone tiny:32k;\n"
+                      . "    dqe_oauth_server  127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};\n"
+                      . "    dqe_oauth_secret  bulk-pass;\n"
+                      . "    dqe_oauth_scope   client_address;\n"
+                      . "    server {\n"
+                      . "        listen 127.0.0.1:${\ $ns->port} reuseport;\n"
+                      . "        location = /status { dqe_oauth_status; }\n"
+                      . sets(39)
+                      . "        location /big/ {\n"
+                      . "            dqe_oauth_server  127.0.0.1:$ENV{TEST_NGINX_DQE_FAULT_LONG_SLOW};\n"
+                      . "            dqe_oauth_licence 100040;\n"
+                      . "            add_header X-Pid \$pid always;\n"
+                      . "            proxy_pass http://127.0.0.1:${\ $ns->port}/echo;\n"
+                      . "        }\n"
+                      . "        location /echo { return 200 \"ok\\n\"; }\n"
+                      . "    }\n",
+              workers => 2),
+   'nginx starts: 40 sets in a 32k zone, two workers');
+
+mock('/__mock/fault?delay=6');
+mock('/__mock/stats?reset=counters');
+
+$mark = length $ns->log;
+@later = map { $ns->get_later("/c$_/f", 15) } 1 .. 39;
+
+for (1 .. 100) {
+    last if (() = substr($ns->log, $mark) =~ /dqe_oauth fetch for/g) >= 39;
+    sleep 0.05;
+}
+
+my @big = map { big_later("/big/$_") } 1 .. 16;
+my @answers = map { $_->() } @big;
+
+my @alert = substr($ns->log, $mark) =~ /\[alert\] (\d+)#\d+: [^\n]*no room in dqe_oauth_zone for [^;]*licence "100040"([^\n]*)/g;
+is(scalar @alert, 2, 'one [alert] for the set') or diag(join "\n", @alert);
+my $keeper = $alert[0] // 0;
+like($alert[1] // '', qr/\(its token is kept by this worker only\); this worker asks DQE again in 1000 ms; 0 more such since the last line: enlarge dqe_oauth_zone/,
+     'saying that the worker that fetched it keeps it');
+
+my %by = (keeper => [], other => []);
+push @{ $by{ $_->[1] eq $keeper ? 'keeper' : 'other' } }, "$_->[0] $_->[2]"
+    for @answers;
+
+ok(@{ $by{keeper} } && @{ $by{other} },
+   'both workers answered ' . scalar(@{ $by{keeper} }) . ' and '
+   . scalar(@{ $by{other} }));
+is_deeply([grep { $_ ne "200 -" } @{ $by{keeper} }], [],
+          'in the worker that fetched the token: 200 each');
+is_deeply([grep { $_ ne '502 -' } @{ $by{other} }], [],
+          'in the other: 502 each, no Retry-After');
+
+my @cause = substr($ns->log, $mark) =~ /\[error\] \d+#\d+: [^\n]*no token for [^;]*licence "100040"[^:]*: ([^\n]*?), client:/g;
+is_deeply(\@cause, ['no room in the zone to keep the token: enlarge dqe_oauth_zone'],
+          'one [error] line in the other worker, with the cause "token not storable"');
+
+like(mock('/__mock/stats'), Test::DQE::stats(token_requests => { POST => 40 }),
+     '40 token requests: the 39 others\' and this set\'s one');
+
+(undef, $json) = $ns->get('/status');
+my $doc = eval { JSON::PP::decode_json($json) } // {};
+is($doc->{zone}{allocation_failures}, 1, 'one allocation failed: the token\'s');
+
+(undef, $json) = $ns->get('/status?ready=all');
+$doc = eval { JSON::PP::decode_json($json) } // {};
+my ($bs) = grep { $_->{licence} eq '100040' } @{ $doc->{not_ready} // [] };
+is(($bs->{why} // '') . ': ' . ($bs->{last_error} // ''),
+   'no token: no room in the zone to keep the token: enlarge dqe_oauth_zone',
+   'readiness: the set has no token in the zone, for that cause');
+
+# then, one request after the other (the fillers still in flight): the
+# worker that keeps the token serves it, a backoff of its own under way;
+# the other asks DQE for one, its own to keep, once
+
+my @next = map { big_later("/big/n$_")->() } 1 .. 12;
+my %next = (keeper => [], other => []);
+push @{ $next{ $_->[1] eq $keeper ? 'keeper' : 'other' } }, "$_->[0] $_->[2]"
+    for @next;
+
+is_deeply([grep { $_ ne '200 -' } @{ $next{keeper} }, @{ $next{other} }], [],
+          'the next 12 requests: 200 each (' . scalar(@{ $next{keeper} })
+          . ' in the worker that keeps the token)');
+like(mock('/__mock/stats'), Test::DQE::stats(token_requests => { POST => 41 }),
+     'the other worker asked DQE once more: 41 token requests');
+
+mock('/__mock/fault?clear=1');
+$_->() for @later;
+
+ok($ns->stop, 'quit');
 
 # --- keep-warm beyond the zone ------------------------------------------------
 

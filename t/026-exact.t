@@ -16,8 +16,10 @@
 #   secret_file exactly one trailing "\n" or "\r\n" dropped
 #   Prometheus  every sample of the text format equal to the JSON's value
 #               (each set's and the zone's), none more
+#   renewal     stored by one worker, used by every worker's next request
 #
-# Plain Test::More: one worker, so that every count is this script's.
+# Plain Test::More: one worker, so that every count is this script's
+# (four for the renewal).
 
 use strict;
 use warnings;
@@ -426,6 +428,82 @@ is_deeply([$wn->{requests}{error}, $wn->{fetches}{client_credentials}],
           'counted: 1 error, the token request\'s result "internal"');
 
 ok($wc->stop, 'quit');
+
+# --- a renewal reaches every worker's very next request ------------------------
+#
+# Four workers, "reuseport": requests one after the other, each on a
+# connection of its own, land on all of them.  A token of 8 s (margin
+# 1 s, renewed 3 s ahead): its renewal, delayed 0.5 s by DQE, is under
+# way while every worker reads the current token and copies it; once the
+# renewal is stored, no request of any worker carries the old token (the
+# copies made meanwhile are a second good otherwise: the store drops
+# them).  The tokens are named t1, t2 as this script first sees them.
+
+my $rw = Test::DQE::Nginx->new('exact-workers');
+
+ok($rw->start(http => "    server {\n"
+                      . "        listen 127.0.0.1:${\ $rw->port} reuseport;\n"
+                      . "        location /echo { return 200 \$http_authorization; }\n"
+                      . Test::DQE::echo_location('/rw/', $rw->port,
+                            licence => 100740, secret => 'bulk-pass',
+                            extra => 'dqe_oauth_expiry_margin 1s; '
+                                     . 'dqe_oauth_refresh_ahead 3s; '
+                                     . 'add_header X-Pid $pid always;')
+                      . "    }\n",
+              workers => 4),
+   'nginx starts, four workers');
+
+mock('/__mock/config?ttl=8');
+mock('/__mock/stats?reset=counters');
+
+my @seen = ([split(/ /, $rw->outcome('/rw/first')), 0]);
+
+mock('/__mock/fault?delay=0.5&count=1');
+
+my ($started, $switched) = (time, undef);
+
+while (time - $started < 10) {
+    my ($st, $body, $head) = $rw->get('/rw/x');
+    my ($how) = $head =~ /^X-DQE-Status: *(\S+)/mi;
+    my ($pid) = $head =~ /^X-Pid: *(\d+)/mi;
+    my ($token) = $st == 200 ? $body =~ /\ABearer (\S+)\z/ : ();
+    my $name = (split / /, $rw->named("$st - " . ($token // '-')))[2];
+
+    push @seen, [$st, $how // '-', $name, $pid // 0];
+    $switched //= time if $name eq 't2';
+    last if $switched && time - $switched > 1.5;
+    sleep 0.005;
+}
+
+mock('/__mock/config?ttl=300');
+
+my ($first) = grep { $seen[$_][2] eq 't2' } 0 .. $#seen;
+$first //= @seen;
+
+is_deeply([grep { $_->[0] != 200 } @seen], [], scalar(@seen) . ' requests: 200 each');
+is($seen[0][1] . ' ' . $seen[0][2], 'MISS t1', 'the first: MISS, t1');
+is(join(' ', map { "$_->[1] $_->[2]" } grep { $_->[1] eq 'RENEW' } @seen),
+   'RENEW t1', 'one request started the renewal, and went on with t1');
+
+my @after = @seen[$first .. $#seen];
+is_deeply([grep { $_->[2] ne 't2' } @after], [],
+          'once one request has t2, every later one has t2 ('
+          . scalar(@after) . ' requests)');
+
+my %workers = map { $_->[3] => 1 } @after;
+cmp_ok(scalar keys %workers, '>=', 3,
+       'they came from ' . scalar(keys %workers) . ' of the 4 workers');
+
+my %copied = map { $_->[3] => 1 }
+             grep { $_->[2] eq 't1' && $_->[1] eq 'HIT' } @seen[0 .. $first - 1];
+cmp_ok(scalar keys %copied, '>=', 3,
+       'and t1 had been served to ' . scalar(keys %copied) . ' workers');
+
+like(mock('/__mock/stats'),
+     Test::DQE::stats(tokens_issued => 2, refresh_ok => 1),
+     'DQE: 2 tokens issued, the second by the refresh grant');
+
+ok($rw->stop, 'quit');
 
 # --- secret_file: exactly one trailing newline dropped --------------------------
 

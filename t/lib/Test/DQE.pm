@@ -61,6 +61,9 @@ our @FAULTS = (
              . '","token_type":"Bearer","expires_in":"300"}' ],
     [ LONG_TOKEN => 'body={"access_token":"TK' . ('b' x 4095)
                     . '","token_type":"Bearer","expires_in":"300"}' ],
+    # a token too long to sit in its zone entry (1002 bytes), after 1 s
+    [ LONG_SLOW => 'delay=1&body={"access_token":"TK' . ('c' x 1000)
+                   . '","token_type":"Bearer","expires_in":"300"}' ],
     [ RETRY_503 => 'status=503&header=Retry-After:7' ],
     [ RETRY_HOUR => 'status=503&header=Retry-After:3600' ],
     [ RETRY_DATE => 'status=429&header=Retry-After:'
