@@ -16,7 +16,8 @@
 #   secret_file exactly one trailing "\n" or "\r\n" dropped
 #   Prometheus  every sample of the text format equal to the JSON's value
 #               (each set's and the zone's), none more
-#   renewal     stored by one worker, used by every worker's next request
+#   workers     a renewal stored by one worker, and a purge, reach every
+#               worker's next request (their copies a second good)
 #
 # Plain Test::More: one worker, so that every count is this script's
 # (four for the renewal).
@@ -449,6 +450,11 @@ ok($rw->start(http => "    server {\n"
                             extra => 'dqe_oauth_expiry_margin 1s; '
                                      . 'dqe_oauth_refresh_ahead 3s; '
                                      . 'add_header X-Pid $pid always;')
+                      . Test::DQE::location('/api/',
+                            licence => 100740, secret => 'bulk-pass',
+                            extra => 'dqe_oauth_retry_on_401 off; '
+                                     . 'add_header X-DQE-Status '
+                                     . '$dqe_oauth_status always;')
                       . "    }\n",
               workers => 4),
    'nginx starts, four workers');
@@ -460,20 +466,31 @@ my @seen = ([split(/ /, $rw->outcome('/rw/first')), 0]);
 
 mock('/__mock/fault?delay=0.5&count=1');
 
-my ($started, $switched) = (time, undef);
+# requests one after the other until $more s after the first with the
+# token named $until (10 s at most; with no name, for $more s):
+# [status, outcome, token, worker] each
 
-while (time - $started < 10) {
-    my ($st, $body, $head) = $rw->get('/rw/x');
-    my ($how) = $head =~ /^X-DQE-Status: *(\S+)/mi;
-    my ($pid) = $head =~ /^X-Pid: *(\d+)/mi;
-    my ($token) = $st == 200 ? $body =~ /\ABearer (\S+)\z/ : ();
-    my $name = (split / /, $rw->named("$st - " . ($token // '-')))[2];
+sub one_by_one {
+    my ($until, $more) = @_;
+    my ($started, $switched, @got) = (time, $until ? undef : time);
 
-    push @seen, [$st, $how // '-', $name, $pid // 0];
-    $switched //= time if $name eq 't2';
-    last if $switched && time - $switched > 1.5;
-    sleep 0.005;
+    while (time - $started < 10) {
+        my ($st, $body, $head) = $rw->get('/rw/x');
+        my ($how) = $head =~ /^X-DQE-Status: *(\S+)/mi;
+        my ($pid) = $head =~ /^X-Pid: *(\d+)/mi;
+        my ($token) = $st == 200 ? $body =~ /\ABearer (\S+)\z/ : ();
+        my $name = (split / /, $rw->named("$st - " . ($token // '-')))[2];
+
+        push @got, [$st, $how // '-', $name, $pid // 0];
+        $switched //= time if $until && $name eq $until;
+        last if $switched && time - $switched > $more;
+        sleep 0.005;
+    }
+
+    return @got;
 }
+
+push @seen, one_by_one('t2', 1.2);
 
 mock('/__mock/config?ttl=300');
 
@@ -502,6 +519,33 @@ cmp_ok(scalar keys %copied, '>=', 3,
 like(mock('/__mock/stats'),
      Test::DQE::stats(tokens_issued => 2, refresh_ok => 1),
      'DQE: 2 tokens issued, the second by the refresh grant');
+
+# the same for a purge, through a location that shares the token, goes
+# to DQE's API and does not send a refused request again: the API
+# refuses t2 once (it stays live at DQE), the client gets the 401, t2 is
+# dropped.  Then 12 requests at once, over the workers, each of which
+# had copied t2 less than a second before: one asks DQE (which answers
+# in 0.5 s), the others wait for it, none sends t2.  (With the retry, its
+# token request would drop the copies itself.)
+
+my @before = one_by_one(undef, 0.3);
+mock('/__mock/reject?n=1');
+my ($pst, undef, $phead) = $rw->get('/api/x');
+mock('/__mock/fault?delay=0.5&count=1');
+my @during = map { $rw->outcome_later("/rw/w$_") } 1 .. 12;
+@during = sort map { $_->() } @during;
+my @purge = one_by_one(undef, 0.5);
+
+is_deeply([grep { $_->[0] != 200 || $_->[2] ne 't2' } @before], [],
+          'before: ' . scalar(@before) . ' requests, t2 each, from '
+          . scalar(keys %{{ map { $_->[3] => 1 } @before }}) . ' workers');
+is(join(' ', $pst, $phead =~ /^X-DQE-Status: *(\S+)/mi), '401 HIT',
+   'the API refused t2: 401 passed on');
+is_deeply(\@during, ['200 MISS t3', ('200 WAIT t3') x 11],
+          '12 requests at once: one asked DQE for t3, 11 waited for it');
+is_deeply([grep { $_->[0] != 200 || $_->[2] ne 't3' } @purge], [],
+          'after: ' . scalar(@purge) . ' requests, t3 each, from '
+          . scalar(keys %{{ map { $_->[3] => 1 } @purge }}) . ' workers');
 
 ok($rw->stop, 'quit');
 
