@@ -530,7 +530,7 @@ like(mock('/__mock/stats'),
 
 my @before = one_by_one(undef, 0.3);
 mock('/__mock/reject?n=1');
-my ($pst, undef, $phead) = $rw->get('/api/x');
+my ($ast, undef, $phead) = $rw->get('/api/x');
 mock('/__mock/fault?delay=0.5&count=1');
 my @during = map { $rw->outcome_later("/rw/w$_") } 1 .. 12;
 @during = sort map { $_->() } @during;
@@ -539,7 +539,7 @@ my @purge = one_by_one(undef, 0.5);
 is_deeply([grep { $_->[0] != 200 || $_->[2] ne 't2' } @before], [],
           'before: ' . scalar(@before) . ' requests, t2 each, from '
           . scalar(keys %{{ map { $_->[3] => 1 } @before }}) . ' workers');
-is(join(' ', $pst, $phead =~ /^X-DQE-Status: *(\S+)/mi), '401 HIT',
+is(join(" ", $ast, $phead =~ /^X-DQE-Status: *(\S+)/mi), '401 HIT',
    'the API refused t2: 401 passed on');
 is_deeply(\@during, ['200 MISS t3', ('200 WAIT t3') x 11],
           '12 requests at once: one asked DQE for t3, 11 waited for it');

@@ -67,6 +67,23 @@ close $fh;
 
 ok(run(@nginx, '-t', '-q'), 'nginx -t with the system configuration');
 
+# the Troubleshooting row: a load_module line of one's own beside the
+# package's load file
+
+my $twice = Test::DQE::Nginx->new('deb-twice');
+open $fh, '>', $twice->root . '/conf/nginx.conf' or die $!;
+print $fh "include /etc/nginx/modules-enabled/*.conf;\n"
+    . "load_module /usr/lib/nginx/modules/ngx_http_dqe_oauth_module.so;\n"
+    . "error_log @{[ $twice->root ]}/logs/error.log;\n"
+    . "pid @{[ $twice->root ]}/logs/nginx.pid;\n"
+    . "events {}\nhttp {}\n";
+close $fh;
+# Debian's prefix: the load files name modules/...
+my $out = `/usr/sbin/nginx -p /usr/share/nginx/ -c @{[ $twice->root ]}/conf/nginx.conf -t 2>&1`;
+like($out, qr/\[emerg\] \d+#\d+: module "ngx_http_dqe_oauth_module" is already loaded in \S+\/conf\/nginx\.conf:2/,
+     'a load_module line of one\'s own beside it: nginx -t says "is '
+     . 'already loaded", as the README\'s Troubleshooting says');
+
 my $running = -s '/run/nginx.pid'
               && kill(0, do { open my $p, '<', '/run/nginx.pid'; 0 + <$p> });
 
