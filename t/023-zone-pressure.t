@@ -12,6 +12,9 @@
 #               worker that fetched it serves it (and its next
 #               requests), the other's waiters get 502 and one [error]
 #               with the cause "token not storable"
+#   a copy      a worker's copy of a token, made from the zone and since
+#               dropped (a 401), is not sent while the zone cannot store
+#               the next token another worker keeps
 #   keep-warm   150 sets with dqe_oauth_keep_warm: the first 40 are kept
 #               warm, 40 token requests, no [alert] (0.3.0: 301 token
 #               requests in 14 s and thousands of [alert] lines); they
@@ -273,6 +276,101 @@ mock('/__mock/fault?clear=1');
 $_->() for @later;
 
 ok($ns->stop, 'quit');
+
+# --- a worker's copy of a dropped token is not a kept one ---------------------
+#
+# Both workers hold a copy of t1, made from the zone.  The API refuses
+# t1: it is dropped, and the request sent again with a new token, fetched
+# by that worker (F): a long one, which the zone, full of token requests
+# in flight (DQE's SLOW port answers in 3 s), cannot store, so F keeps it
+# (t2).  The other worker's next request must not send its copy of t1,
+# dropped: it asks DQE (t3, short, stored).  Tokens are named as this
+# script first sees them.
+
+my $dc = Test::DQE::Nginx->new('zone-pressure-copy');
+
+ok($dc->start(http => "    dqe_oauth_zone tiny:32k;\n"
+                      . "    dqe_oauth_server  127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};\n"
+                      . "    dqe_oauth_secret  bulk-pass;\n"
+                      . "    dqe_oauth_scope   client_address;\n"
+                      . "    server {\n"
+                      . "        listen 127.0.0.1:${\ $dc->port} reuseport;\n"
+                      . sets(39, "dqe_oauth_server 127.0.0.1:$ENV{TEST_NGINX_DQE_FAULT_SLOW};")
+                      . "        location /x/ {\n"
+                      . "            dqe_oauth_licence 100040;\n"
+                      . "            add_header X-Pid \$pid always;\n"
+                      . "            add_header X-DQE-Status \$dqe_oauth_status always;\n"
+                      . "            proxy_pass http://127.0.0.1:${\ $dc->port}/echo;\n"
+                      . "        }\n"
+                      . "        location /echo { return 200 \$http_authorization; }\n"
+                      . "        location /api/ {\n"
+                      . "            dqe_oauth_licence 100040;\n"
+                      . "            add_header X-Pid \$pid always;\n"
+                      . "            add_header X-DQE-Status \$dqe_oauth_status always;\n"
+                      . "            proxy_pass https://127.0.0.1:$ENV{TEST_NGINX_DQE_PORT};\n"
+                      . "        }\n"
+                      . "    }\n",
+              workers => 2),
+   'nginx starts: 40 sets in a 32k zone, two workers');
+
+# [status, outcome, token name, worker]
+sub x_get {
+    my ($path) = @_;
+    my ($st, $body, $head) = $dc->get($path);
+    my ($how) = $head =~ /^X-DQE-Status: *(\S+)/mi;
+    my ($pid) = $head =~ /^X-Pid: *(\d+)/mi;
+    my ($token) = $st == 200 ? $body =~ /\ABearer (\S+)\z/ : ();
+    my $name = (split / /, $dc->named("$st - " . ($token // '-')))[2];
+    return [$st, $how // '-', $name, $pid // 0];
+}
+
+my (@warm, %warm);
+for (1 .. 40) {
+    push @warm, x_get("/x/w$_");
+    $warm{ $warm[-1][3] } = 1;
+    last if keys %warm == 2;
+}
+
+is(join(' ', map { "$_->[0] $_->[1] $_->[2]" } @warm[0, 1]), '200 MISS t1 200 HIT t1',
+   'warm: t1, in both workers (' . scalar(@warm) . ' requests)');
+
+$mark = length $dc->log;
+@later = map { $dc->get_later("/c$_/f", 15) } 1 .. 39;
+
+for (1 .. 100) {
+    last if (() = substr($dc->log, $mark) =~ /dqe_oauth fetch for/g) >= 39;
+    sleep 0.05;
+}
+
+mock('/__mock/fault?count=1&body=' . Test::DQE::uri_escape(
+    '{"access_token":"TK' . ('d' x 1000)
+    . '","token_type":"Bearer","expires_in":"300"}'));
+mock('/__mock/reject?n=1');
+
+my $api = x_get('/api/refused');
+my $f = $api->[3];
+is("$api->[0] $api->[1]", '401 RETRY',
+   't1 refused by the API: sent again with a token the API does not know: 401');
+
+my @alert2 = substr($dc->log, $mark) =~ /\[alert\] (\d+)#\d+: [^\n]*no room in dqe_oauth_zone for [^;]*licence "100040"[^(]*\(its token is kept by this worker only\)/g;
+is_deeply(\@alert2, [$f], 'the worker that sent it again keeps that token');
+
+my @next2;
+for (1 .. 40) {
+    push @next2, x_get("/x/n$_");
+    last if $next2[-1][3] != $f;
+}
+
+is_deeply([map { "$_->[0] $_->[1] $_->[2]" } grep { $_->[3] == $f } @next2],
+          [('200 HIT t2') x (@next2 - 1)],
+          'the keeping worker serves it (' . (@next2 - 1) . ' requests)');
+is(join(' ', @{ $next2[-1] }[0 .. 2]), '200 MISS t3',
+   'the other worker does not send its copy of t1: it asks DQE, t3');
+
+mock('/__mock/fault?clear=1');
+$_->() for @later;
+
+ok($dc->stop, 'quit');
 
 # --- keep-warm beyond the zone ------------------------------------------------
 
