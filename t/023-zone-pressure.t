@@ -312,20 +312,9 @@ ok($dc->start(http => "    dqe_oauth_zone tiny:32k;\n"
               workers => 2),
    'nginx starts: 40 sets in a 32k zone, two workers');
 
-# [status, outcome, token name, worker, token length]
-sub x_get {
-    my ($path) = @_;
-    my ($st, $body, $head) = $dc->get($path);
-    my ($how) = $head =~ /^X-DQE-Status: *(\S+)/mi;
-    my ($pid) = $head =~ /^X-Pid: *(\d+)/mi;
-    my ($token) = $st == 200 ? $body =~ /\ABearer (\S+)\z/ : ();
-    my $name = (split / /, $dc->named("$st - " . ($token // '-')))[2];
-    return [$st, $how // '-', $name, $pid // 0, length($token // '')];
-}
-
 my (@warm, %warm);
 for (1 .. 40) {
-    push @warm, x_get("/x/w$_");
+    push @warm, $dc->seen("/x/w$_");
     $warm{ $warm[-1][3] } = 1;
     last if keys %warm == 2;
 }
@@ -346,7 +335,7 @@ mock('/__mock/fault?count=1&body=' . Test::DQE::uri_escape(
     . '","token_type":"Bearer","expires_in":"300"}'));
 mock('/__mock/reject?n=1');
 
-my $api = x_get('/api/refused');
+my $api = $dc->seen('/api/refused');
 my $f = $api->[3];
 is("$api->[0] $api->[1]", '401 RETRY',
    't1 refused by the API: sent again with a token the API does not know: 401');
@@ -356,7 +345,7 @@ is_deeply(\@alert2, [$f], 'the worker that sent it again keeps that token');
 
 my @next2;
 for (1 .. 40) {
-    push @next2, x_get("/x/n$_");
+    push @next2, $dc->seen("/x/n$_");
     last if $next2[-1][3] != $f;
 }
 

@@ -477,22 +477,16 @@ my @seen = ([split(/ /, $rw->outcome('/rw/first')), 0]);
 mock('/__mock/fault?delay=0.5&count=1');
 
 # requests one after the other until $more s after the first with the
-# token named $until (10 s at most; with no name, for $more s):
-# [status, outcome, token, worker] each
+# token named $until (10 s at most; with no name, for $more s): what
+# Test::DQE::Nginx->seen reads of each
 
 sub one_by_one {
     my ($until, $more) = @_;
     my ($started, $switched, @got) = (time, $until ? undef : time);
 
     while (time - $started < 10) {
-        my ($st, $body, $head) = $rw->get('/rw/x');
-        my ($how) = $head =~ /^X-DQE-Status: *(\S+)/mi;
-        my ($pid) = $head =~ /^X-Pid: *(\d+)/mi;
-        my ($token) = $st == 200 ? $body =~ /\ABearer (\S+)\z/ : ();
-        my $name = (split / /, $rw->named("$st - " . ($token // '-')))[2];
-
-        push @got, [$st, $how // '-', $name, $pid // 0];
-        $switched //= time if $until && $name eq $until;
+        push @got, $rw->seen('/rw/x');
+        $switched //= time if $until && $got[-1][2] eq $until;
         last if $switched && time - $switched > $more;
         sleep 0.005;
     }

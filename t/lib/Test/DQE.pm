@@ -658,6 +658,22 @@ sub outcome {
     return $self->named($self->unnamed($path));
 }
 
+# the same GET read whole: [status, $dqe_oauth_status from X-DQE-Status
+# ("-": none), the token the echo upstream got, named as above ("-":
+# none), the worker's pid from X-Pid (0: none), the token's length]
+
+sub seen {
+    my ($self, $path) = @_;
+
+    my ($status, $body, $head) = $self->get($path);
+    my ($how) = $head =~ /^X-DQE-Status: *(\S+)/mi;
+    my ($pid) = $head =~ /^X-Pid: *(\d+)/mi;
+    my ($token) = $status == 200 ? $body =~ /\ABearer (\S+)\z/ : ();
+    my $name = (split / /, $self->named("$status - " . ($token // '-')))[2];
+
+    return [$status, $how // '-', $name, $pid // 0, length($token // '')];
+}
+
 # the same GET in a child process, while the script goes on: a handle,
 # called to wait for the child and get the outcome
 
