@@ -27,7 +27,9 @@ use warnings;
 
 use Test::More;
 use Test::DQE;
+use IO::Select;
 use JSON::PP ();
+use POSIX ();
 use Time::HiRes qw(sleep time);
 
 sub mock { Test::DQE::mock(@_) }
@@ -444,17 +446,22 @@ ok($wc->stop, 'quit');
 #
 # Four workers, "reuseport": requests one after the other, each on a
 # connection of its own, land on all of them.  A token of 8 s (margin
-# 1 s, renewed 3 s ahead): its renewal, delayed 0.5 s by DQE, is under
-# way while every worker reads the current token and copies it; once the
-# renewal is stored, no request of any worker carries the old token (the
-# copies made meanwhile are a second good otherwise: the store drops
-# them).  The tokens are named t1, t2 as this script first sees them.
+# 1 s, renewed 3 s ahead).  Its renewal, delayed 0.5 s by DQE, is under
+# way while every worker reads the current token and copies it, good
+# for a second.  Once the status shows the renewal stored (the token's
+# expiry moved: written under the same lock as the store), no request of
+# any worker carries the old token: the store drops the copies, each
+# still good for about half a second.  (Reading it from the first request
+# with the new token could not fail: every copy, made as the renewal
+# began, ran out before any worker read the zone again.)  The tokens are
+# named t1, t2 as this script first sees them.
 
 my $rw = Test::DQE::Nginx->new('exact-workers');
 
 ok($rw->start(http => "    server {\n"
                       . "        listen 127.0.0.1:${\ $rw->port} reuseport;\n"
                       . "        location /echo { return 200 \$http_authorization; }\n"
+                      . "        location = /status { dqe_oauth_status; }\n"
                       . Test::DQE::echo_location('/rw/', $rw->port,
                             licence => 100740, secret => 'bulk-pass',
                             extra => 'dqe_oauth_expiry_margin 1s; '
@@ -472,32 +479,67 @@ ok($rw->start(http => "    server {\n"
 mock('/__mock/config?ttl=8');
 mock('/__mock/stats?reset=counters');
 
+# the set's token_expires, as the status shows it now (converted from
+# the monotonic clock at each read: within a millisecond from one read
+# to the next; a renewal moves it by seconds)
+
+sub expires {
+    my (undef, $body) = $rw->get('/status');
+    my ($s) = grep { $_->{licence} eq '100740' }
+              @{ (eval { JSON::PP::decode_json($body) } || {})->{credentials}
+                 || [] };
+    return ($s || {})->{token_expires} // 0;
+}
+
 my @seen = ([split(/ /, $rw->outcome('/rw/first')), 0]);
+my $expires1 = expires();
 
 mock('/__mock/fault?delay=0.5&count=1');
 
-# requests one after the other until $more s after the first with the
-# token named $until (10 s at most; with no name, for $more s): what
-# Test::DQE::Nginx->seen reads of each
+# The status answers after 110 ms (it waits for the workers' request
+# counts): a child process reads it over and over, and says when it
+# first showed the renewal stored.  Meanwhile requests one after the
+# other, until every worker has answered one begun after that (10 s at
+# most): what Test::DQE::Nginx->seen reads of each, and when it began.
 
-sub one_by_one {
-    my ($until, $more) = @_;
-    my ($started, $switched, @got) = (time, $until ? undef : time);
+pipe(my $told, my $tell) or die "pipe: $!";
+my $watcher = fork() // die "fork: $!";
 
-    while (time - $started < 10) {
-        push @got, $rw->seen('/rw/x');
-        $switched //= time if $until && $got[-1][2] eq $until;
-        last if $switched && time - $switched > $more;
-        sleep 0.005;
-    }
-
-    return @got;
+if ($watcher == 0) {
+    close $told;
+    my $began = time;
+    sleep 0.1 until expires() - $expires1 > 1 || time - $began > 10;
+    syswrite $tell, sprintf("%.6f\n", time);
+    POSIX::_exit(0);
 }
 
-push @seen, one_by_one('t2', 1.2);
+close $tell;
+
+my ($stored_at, @at, %since);
+my $began = time;
+
+while (time - $began < 10) {
+    push @at, time;
+    push @seen, $rw->seen('/rw/x');
+
+    $stored_at //= <$told> if IO::Select->new($told)->can_read(0);
+
+    if (defined $stored_at && $at[-1] > $stored_at) {
+        $since{ $seen[-1][3] } = 1;
+        last if keys %since == 4;
+    }
+
+    sleep 0.005;
+}
+
+waitpid($watcher, 0);
 
 mock('/__mock/config?ttl=300');
 
+my ($renew) = grep { $seen[$_][1] eq 'RENEW' } 0 .. $#seen;
+$renew //= @seen;
+my ($stored) = grep { $at[$_ - 1] > ($stored_at // time) } 1 .. $#seen;
+$stored //= @seen;
 my ($first) = grep { $seen[$_][2] eq 't2' } 0 .. $#seen;
 $first //= @seen;
 
@@ -506,23 +548,41 @@ is($seen[0][1] . ' ' . $seen[0][2], 'MISS t1', 'the first: MISS, t1');
 is(join(' ', map { "$_->[1] $_->[2]" } grep { $_->[1] eq 'RENEW' } @seen),
    'RENEW t1', 'one request started the renewal, and went on with t1');
 
-my @after = @seen[$first .. $#seen];
-is_deeply([grep { $_->[2] ne 't2' } @after], [],
-          'once one request has t2, every later one has t2 ('
-          . scalar(@after) . ' requests)');
-
-my %workers = map { $_->[3] => 1 } @after;
-cmp_ok(scalar keys %workers, '>=', 3,
-       'they came from ' . scalar(keys %workers) . ' of the 4 workers');
-
 my %copied = map { $_->[3] => 1 }
-             grep { $_->[2] eq 't1' && $_->[1] eq 'HIT' } @seen[0 .. $first - 1];
+             grep { $_->[2] eq 't1' && $_->[1] eq 'HIT' }
+             @seen[$renew + 1 .. $stored - 1];
 cmp_ok(scalar keys %copied, '>=', 3,
-       'and t1 had been served to ' . scalar(keys %copied) . ' workers');
+       'while it was under way, ' . scalar(keys %copied)
+       . ' workers served (and copied) t1');
+
+my @after = @seen[$stored .. $#seen];
+is(join(' ', map { $_->[2] } @after), join(' ', ('t2') x @after),
+   'once the status showed it stored, the very next request of each of '
+   . scalar(keys %since) . ' workers had t2 (' . scalar(@after)
+   . ' requests)');
+is(scalar keys %since, 4, 'all 4 workers answered since');
+
+is_deeply([grep { $_->[2] ne 't2' } @seen[$first .. $#seen]], [],
+          'and once one request had t2, every later one had it');
 
 like(mock('/__mock/stats'),
      Test::DQE::stats(tokens_issued => 2, refresh_ok => 1),
      'DQE: 2 tokens issued, the second by the refresh grant');
+
+# requests one after the other for $s seconds: what
+# Test::DQE::Nginx->seen reads of each
+
+sub for_a_while {
+    my ($s) = @_;
+    my ($began, @got) = (time);
+
+    while (time - $began < $s) {
+        push @got, $rw->seen('/rw/x');
+        sleep 0.005;
+    }
+
+    return @got;
+}
 
 # the same for a purge, through a location that shares the token, goes
 # to DQE's API and does not send a refused request again: the API
@@ -532,13 +592,13 @@ like(mock('/__mock/stats'),
 # in 0.5 s), the others wait for it, none sends t2.  (With the retry, its
 # token request would drop the copies itself.)
 
-my @before = one_by_one(undef, 0.3);
+my @before = for_a_while(0.3);
 mock('/__mock/reject?n=1');
 my ($ast, undef, $phead) = $rw->get('/api/x');
 mock('/__mock/fault?delay=0.5&count=1');
 my @during = map { $rw->outcome_later("/rw/w$_") } 1 .. 12;
 @during = sort map { $_->() } @during;
-my @purge = one_by_one(undef, 0.5);
+my @purge = for_a_while(0.5);
 
 is_deeply([grep { $_->[0] != 200 || $_->[2] ne 't2' } @before], [],
           'before: ' . scalar(@before) . ' requests, t2 each, from '
